@@ -1,0 +1,71 @@
+"""The `Chain` interface every chain backend satisfies.
+
+Methods are async because the production backend talks to a subtensor node; the local backend is fast file I/O
+run in a worker thread. Stake is in TAO, weights are floats that the backend normalises and quantises.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+
+class ChainError(Exception):
+    """A chain call failed (connection, bad state, unregistered key)."""
+
+
+class RateLimited(ChainError):
+    """`set_weights` was called inside the subnet's weights rate-limit window; retry at `retry_at_block`."""
+
+    def __init__(self, message: str, *, retry_at_block: int) -> None:
+        super().__init__(message)
+        self.retry_at_block = retry_at_block
+
+
+@dataclass(frozen=True)
+class Neuron:
+    uid: int
+    hotkey: str
+    coldkey: str
+    stake: float
+    validator_permit: bool
+    address: str | None = None  # "http://host:port" served by the neuron, if any
+
+
+@dataclass(frozen=True)
+class WeightsRecord:
+    block: int
+    validator_hotkey: str
+    uids: list[int]
+    weights: list[float]
+    version_key: int
+    hotkeys: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class Chain(Protocol):
+    netuid: int
+
+    async def current_block(self) -> int: ...
+
+    async def metagraph(self) -> list[Neuron]:
+        """Every registered neuron of the subnet, ordered by uid."""
+        ...
+
+    async def serve(self, hotkey_ss58: str, address: str) -> None:
+        """Announce the HTTP address that `hotkey_ss58` answers on (the hotkey must be registered)."""
+        ...
+
+    async def weights_rate_limit(self) -> int:
+        """Blocks that must pass between two weight sets of one validator."""
+        ...
+
+    async def last_weights_block(self, hotkey_ss58: str) -> int | None: ...
+
+    async def set_weights(
+        self, *, wallet: object, uids: list[int], weights: list[float], version_key: int
+    ) -> WeightsRecord:
+        """Set the validator's weights. Raises `RateLimited` inside the rate-limit window, `ChainError` otherwise."""
+        ...
+
+    async def latest_weights(self, validator_hotkey: str) -> WeightsRecord | None: ...

@@ -1,0 +1,143 @@
+"""Settings shared by every node role, read from the environment (pydantic-settings).
+
+Each role subclasses `NodeSettings` with its own environment prefix::
+
+    class ValidatorSettings(NodeSettings):
+        model_config = SettingsConfigDict(env_prefix="VALIDATOR_")
+
+and builds it with `load_settings(ValidatorSettings, data_dir=...)`, which turns a validation error into one line
+per bad setting naming the environment variable to fix, then exits with status 2.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import AliasChoices, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+NAMED_NETWORKS = ("local", "finney", "test")
+_WS_URL = re.compile(r"^wss?://[^\s/:]+(:\d{1,5})?(/\S*)?$")
+# Values of these settings are never echoed back in error messages.
+_SECRET_FIELD = re.compile(r"(url|token|secret|password|key)", re.IGNORECASE)
+
+SettingsT = TypeVar("SettingsT", bound="NodeSettings")
+
+
+class NodeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GOD_", extra="ignore", validate_default=True)
+
+    data_dir: Path = Path("data")
+    netuid: int = 1
+    # "local" is the on-disk chain of the local network; "finney", "test" or a ws(s):// endpoint are real chains.
+    network: str = "local"
+    # The local chain's JSON file; None means {data_dir}/chain.json.
+    chain_path: Path | None = None
+    wallet_name: str = "default"
+    wallet_hotkey: str = "default"
+    wallet_path: Path = Path("~/.bittensor/wallets")
+    log_level: str = "INFO"
+
+    @field_validator("netuid")
+    @classmethod
+    def _check_netuid(cls, value: int) -> int:
+        if not 0 <= value <= 65535:
+            raise ValueError("must be between 0 and 65535")
+        return value
+
+    @field_validator("network")
+    @classmethod
+    def _check_network(cls, value: str) -> str:
+        value = value.strip()
+        if value in NAMED_NETWORKS or _WS_URL.match(value):
+            return value
+        raise ValueError(f"must be one of {', '.join(NAMED_NETWORKS)} or a ws:// / wss:// endpoint URL")
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
+
+    @field_validator("wallet_name", "wallet_hotkey")
+    @classmethod
+    def _check_wallet_part(cls, value: str) -> str:
+        if not value or "/" in value or value in (".", ".."):
+            raise ValueError("must be a plain name (no '/')")
+        return value
+
+    @field_validator("data_dir", "wallet_path", "chain_path")
+    @classmethod
+    def _expand_user(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @property
+    def chain_file(self) -> Path:
+        """The local chain's JSON file."""
+        return self.chain_path if self.chain_path is not None else self.data_dir / "chain.json"
+
+
+def _alias_names(alias: object) -> list[str]:
+    if isinstance(alias, str):
+        return [alias]
+    if isinstance(alias, AliasChoices):
+        return [choice for choice in alias.choices if isinstance(choice, str)]
+    return []
+
+
+def env_var_name(cls: type[BaseSettings], field_name: str) -> str:
+    """The environment variable(s) of a setting; aliases (validation_alias) are used without the prefix."""
+    if field_name not in cls.model_fields:
+        # pydantic reports an aliased field under its first alias; name every alternative.
+        for field in cls.model_fields.values():
+            names = _alias_names(field.validation_alias)
+            if field_name in names:
+                return " or ".join(name.upper() for name in names)
+        return field_name.upper()
+    field = cls.model_fields[field_name]
+    names = _alias_names(field.validation_alias)
+    if names:
+        return " or ".join(name.upper() for name in names)
+    prefix = cls.model_config.get("env_prefix") or ""
+    return f"{prefix}{field_name}".upper()
+
+
+def settings_error_lines(cls: type[BaseSettings], error: ValidationError) -> list[str]:
+    """One line per bad setting: the environment variable, the problem and (unless secret) the rejected value."""
+    lines = []
+    for item in error.errors():
+        field_name = str(item["loc"][0]) if item["loc"] else "?"
+        where = env_var_name(cls, field_name)
+        if len(item["loc"]) > 1:
+            # Inside a JSON value (a list or an object): say which part.
+            where += " at " + "".join(f"[{part!r}]" for part in item["loc"][1:])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            line = f"{where}: is required; set this environment variable"
+        else:
+            line = f"{where}: {message}"
+            value = item.get("input")
+            if not _SECRET_FIELD.search(field_name) and isinstance(value, str | int | float):
+                line += f" (got {str(value)[:80]!r})"
+        lines.append(line)
+    return lines
+
+
+def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
+    """Build `cls` from the environment plus `overrides`; on invalid settings print why and exit with status 2.
+
+    Overrides that are None are dropped, so unset command-line options fall back to the environment.
+    """
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        return cls(**given)
+    except ValidationError as error:
+        for line in settings_error_lines(cls, error):
+            sys.stderr.write(f"invalid setting {line}\n")
+        sys.exit(2)

@@ -1,0 +1,3 @@
+from god.cli import app
+
+app(prog_name="god")

@@ -1,0 +1,92 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import SettingsConfigDict
+
+from core.settings import NodeSettings, load_settings
+
+
+class Endpoint(BaseModel):
+    url: str
+    port: int
+
+
+class RoleSettings(NodeSettings):
+    model_config = SettingsConfigDict(env_prefix="ROLETEST_")
+
+    database_url: str | None = None
+    endpoints: list[Endpoint] = []
+    shared_port: int | None = Field(
+        default=None, validation_alias=AliasChoices("ROLETEST_SHARED_PORT_X", "SHARED_PORT")
+    )
+
+
+def test_defaults_and_chain_file(monkeypatch):
+    for name in ("DATA_DIR", "NETUID", "NETWORK", "CHAIN_PATH", "LOG_LEVEL"):
+        monkeypatch.delenv(f"ROLETEST_{name}", raising=False)
+    settings = load_settings(RoleSettings)
+    assert settings.network == "local"
+    assert settings.netuid == 1
+    assert settings.chain_file == Path("data") / "chain.json"
+    assert settings.wallet_path == Path("~/.bittensor/wallets").expanduser()
+
+
+def test_environment_with_role_prefix(monkeypatch, tmp_path):
+    monkeypatch.setenv("ROLETEST_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ROLETEST_NETUID", "56")
+    monkeypatch.setenv("ROLETEST_LOG_LEVEL", "debug")
+    monkeypatch.setenv("ROLETEST_NETWORK", "wss://entrypoint-finney.opentensor.ai:443")
+    settings = load_settings(RoleSettings, chain_path=tmp_path / "c.json", wallet_name=None)
+    assert settings.data_dir == tmp_path
+    assert settings.netuid == 56
+    assert settings.log_level == "DEBUG"
+    assert settings.network.startswith("wss://")
+    assert settings.chain_file == tmp_path / "c.json"
+    # None overrides fall back to the default/environment
+    assert settings.wallet_name == "default"
+
+
+def test_invalid_settings_name_their_variables(monkeypatch, capsys):
+    monkeypatch.setenv("ROLETEST_NETUID", "many")
+    monkeypatch.setenv("ROLETEST_NETWORK", "mainnet")
+    monkeypatch.setenv("ROLETEST_LOG_LEVEL", "LOUD")
+    monkeypatch.setenv("ROLETEST_DATABASE_URL", "http://user:hunter2@host/db")
+    with pytest.raises(SystemExit) as exit_info:
+        load_settings(RoleSettings, database_url=123)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 4
+    assert any(line.startswith("invalid setting ROLETEST_NETUID:") and "'many'" in line for line in lines)
+    assert any(line.startswith("invalid setting ROLETEST_NETWORK:") and "finney" in line for line in lines)
+    assert any(line.startswith("invalid setting ROLETEST_LOG_LEVEL:") for line in lines)
+    url_line = next(line for line in lines if "ROLETEST_DATABASE_URL" in line)
+    assert "123" not in url_line
+
+
+def test_exit_status_in_a_real_process(tmp_path):
+    code = (
+        "from core.settings import NodeSettings, load_settings\n"
+        "from pydantic_settings import SettingsConfigDict\n"
+        "class S(NodeSettings):\n"
+        "    model_config = SettingsConfigDict(env_prefix='MINER_')\n"
+        "load_settings(S)\n"
+    )
+    env = {"MINER_NETUID": "-4", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=Path(__file__).parents[2]
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "invalid setting MINER_NETUID: must be between 0 and 65535 (got '-4')"
+
+
+def test_errors_inside_json_values_and_aliases(monkeypatch, capsys):
+    monkeypatch.setenv("ROLETEST_ENDPOINTS", '[{"url": "http://a", "port": 1}, {"url": "http://b", "port": "x"}]')
+    monkeypatch.setenv("SHARED_PORT", "nope")
+    with pytest.raises(SystemExit):
+        load_settings(RoleSettings)
+    lines = sorted(capsys.readouterr().err.strip().splitlines())
+    assert lines[0].startswith("invalid setting ROLETEST_ENDPOINTS at [1]['port']: Input should be a valid integer")
+    assert lines[1].startswith("invalid setting ROLETEST_SHARED_PORT_X or SHARED_PORT: Input should be a valid int")

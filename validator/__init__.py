@@ -1,0 +1,1 @@
+"""The validator: public API, task lifecycle workers, data preparation, evaluation, scoring and weights."""

@@ -1,0 +1,52 @@
+"""Request dependencies: a database connection and the calling account."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+from uuid import UUID
+
+import asyncpg
+from fastapi import Depends, Request, Security
+from fastapi.security import APIKeyHeader
+
+from validator.api.errors import ApiError
+from validator.db import accounts as accounts_db
+
+api_key_header = APIKeyHeader(
+    name="Authorization",
+    auto_error=False,
+    description="`Bearer <api key>` (a raw key is accepted too)",
+)
+
+
+async def get_connection(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    async with request.app.state.pool.acquire() as conn:
+        yield conn
+
+
+DbConn = Annotated[asyncpg.Connection, Depends(get_connection)]
+
+
+def api_key_from_header(authorization: str | None) -> str | None:
+    """The key of `Bearer <key>` or of a raw `<key>`; None when the header is missing or blank."""
+    if authorization is None:
+        return None
+    value = authorization.strip()
+    scheme, _, rest = value.partition(" ")
+    if rest and scheme.lower() == "bearer":
+        value = rest.strip()
+    return value or None
+
+
+async def current_account(conn: DbConn, authorization: Annotated[str | None, Security(api_key_header)] = None) -> UUID:
+    api_key = api_key_from_header(authorization)
+    if api_key is None:
+        raise ApiError(401, "missing API key: send the header 'Authorization: Bearer <api key>'")
+    account_id = await accounts_db.get_account_for_key(conn, key_hash=accounts_db.hash_api_key(api_key))
+    if account_id is None:
+        raise ApiError(401, "invalid API key")
+    return account_id
+
+
+AccountId = Annotated[UUID, Depends(current_account)]

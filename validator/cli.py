@@ -1,0 +1,140 @@
+"""`god validator ...`: run the validator, mint API keys, migrate its database.
+
+Settings come from `VALIDATOR_*` environment variables (and `DATABASE_URL`); see validator/settings.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import NoReturn
+
+import typer
+import uvicorn
+
+from core.chain import Chain, ChainError, open_chain
+from core.db import DatabaseError, apply_migrations, create_pool, database_url_from, rollback_migrations
+from core.logging import setup_logging
+from core.settings import load_settings
+from core.wallets import WalletError, load_wallet
+from validator.db import MIGRATIONS_DIR
+from validator.db.accounts import mint_api_key
+from validator.settings import ValidatorSettings
+
+logger = logging.getLogger(__name__)
+
+app = typer.Typer(
+    help="The validator: public API, task workers and weight setter.", no_args_is_help=True, add_completion=False
+)
+
+
+class NotAValidator(Exception):
+    """The wallet's hotkey is not registered with a validator permit on the subnet."""
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+def _database_url(settings: ValidatorSettings) -> str:
+    try:
+        return database_url_from(settings.database_url_value, data_dir=settings.data_dir)
+    except DatabaseError as error:
+        _fail(str(error))
+
+
+async def _migrate(database_url: str, *, down_steps: int = 0) -> list[str]:
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    try:
+        if down_steps:
+            return await rollback_migrations(pool, MIGRATIONS_DIR, steps=down_steps)
+        return await apply_migrations(pool, MIGRATIONS_DIR)
+    finally:
+        await pool.close()
+
+
+async def check_validator_permit(chain: Chain, hotkey: str) -> int:
+    """The hotkey's uid; NotAValidator with a one-line reason when it is not a registered, permitted validator."""
+    for neuron in await chain.metagraph():
+        if neuron.hotkey == hotkey:
+            if not neuron.validator_permit:
+                raise NotAValidator(
+                    f"hotkey {hotkey} (uid {neuron.uid}) has no validator permit on netuid {chain.netuid}; "
+                    "add stake to earn one"
+                )
+            return neuron.uid
+    raise NotAValidator(
+        f"hotkey {hotkey} is not registered on netuid {chain.netuid}; register it first "
+        "(`god localnet up` does this on the local network)"
+    )
+
+
+@app.command()
+def run(
+    host: str | None = typer.Option(None, help="Bind address (VALIDATOR_HOST)"),
+    port: int | None = typer.Option(None, help="Port (VALIDATOR_PORT)"),
+) -> None:
+    """Serve the API and run the task workers and the weight setter until interrupted."""
+    settings = load_settings(ValidatorSettings, host=host, port=port)
+    setup_logging(settings.log_level, role="validator")
+    database_url = _database_url(settings)
+    try:
+        applied = asyncio.run(_migrate(database_url))
+        wallet = load_wallet(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path)
+        chain = open_chain(settings)
+        uid = asyncio.run(check_validator_permit(chain, wallet.hotkey.ss58_address))
+    except (DatabaseError, WalletError, ChainError, NotAValidator) as error:
+        _fail(str(error))
+    if applied:
+        logger.info("applied migrations: %s", ", ".join(applied))
+    logger.info("validator hotkey %s is uid %d on netuid %d", wallet.hotkey.ss58_address, uid, settings.netuid)
+
+    from validator.service import create_app
+
+    api = create_app(settings, database_url=database_url, wallet=wallet, chain=chain)
+    # log_config=None keeps the logging that setup_logging installed.
+    uvicorn.run(api, host=settings.host, port=settings.port, log_config=None)
+
+
+@app.command("mint-api-key")
+def mint_api_key_command(
+    account: str = typer.Option(..., "--account", help="Account name; created when it does not exist"),
+) -> None:
+    """Create an API key for an account and print it (only the key, once: it is not stored)."""
+    settings = load_settings(ValidatorSettings)
+    setup_logging("WARNING", role="validator")
+    if not account.strip():
+        _fail("--account must not be blank")
+    database_url = _database_url(settings)
+
+    async def mint() -> str:
+        await _migrate(database_url)
+        pool = await create_pool(database_url, min_size=1, max_size=2)
+        try:
+            return await mint_api_key(pool, account)
+        finally:
+            await pool.close()
+
+    try:
+        api_key = asyncio.run(mint())
+    except DatabaseError as error:
+        _fail(str(error))
+    typer.echo(api_key)
+
+
+@app.command()
+def migrate(
+    down: bool = typer.Option(False, "--down", help="Roll back instead of applying"),
+    steps: int = typer.Option(1, min=1, help="With --down: how many migrations to roll back"),
+) -> None:
+    """Apply the pending database migrations (or roll back the newest with --down)."""
+    settings = load_settings(ValidatorSettings)
+    setup_logging(settings.log_level, role="validator")
+    database_url = _database_url(settings)
+    try:
+        labels = asyncio.run(_migrate(database_url, down_steps=steps if down else 0))
+    except DatabaseError as error:
+        _fail(str(error))
+    verb = "rolled back" if down else "applied"
+    typer.echo(f"{verb}: {', '.join(labels)}" if labels else f"nothing to {'roll back' if down else 'apply'}")

@@ -1,0 +1,6 @@
+DROP TABLE IF EXISTS weight_sets;
+DROP TABLE IF EXISTS contestants;
+DROP TABLE IF EXISTS task_events;
+DROP TABLE IF EXISTS tasks;
+DROP TABLE IF EXISTS api_keys;
+DROP TABLE IF EXISTS accounts;
