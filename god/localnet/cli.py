@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -36,6 +37,8 @@ MODEL_OPTION = typer.Option("smollm2", "--model", help="smollm2 (SmolLM2-135M-In
 
 
 def _check_model(model: str) -> None:
+    # The one-off model conversion draws progress bars over the demo's own status line.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     if model not in ("smollm2", "tiny"):
         stderr.print(f"[red]--model must be smollm2 or tiny, not {model!r}[/red]")
         raise typer.Exit(2)
