@@ -57,7 +57,8 @@ class ValidatorSettings(NodeSettings):
     # Trainer hosts, as JSON: [{"url": "http://...", "hotkey": "5..."}]
     trainers: list[TrainerEndpoint] = Field(default_factory=list)
 
-    # Data preparation
+    # Data preparation. Local dataset paths (None: allowed only on the local network) read the validator's own disk.
+    allow_local_datasets: bool | None = None
     min_dataset_rows: int = Field(default=100, ge=2)
     test_fraction: float = Field(default=0.1, gt=0, lt=1)
     max_test_rows: int = Field(default=400, ge=1)
@@ -95,6 +96,8 @@ class ValidatorSettings(NodeSettings):
             "training_grace_seconds": 120.0 if local else 1800.0,
             "weights_interval_seconds": 10.0 if local else 1200.0,
         }
+        if self.allow_local_datasets is None:
+            self.allow_local_datasets = local
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)

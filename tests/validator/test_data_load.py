@@ -189,3 +189,12 @@ def test_hf_dataset_that_does_not_load_names_the_dataset(tmp_path: Path) -> None
 def test_unknown_file_format_is_refused() -> None:
     with pytest.raises(DataPreparationError, match=r"file_format 'xml' is not one of hf, s3, json, csv"):
         load_rows("x.xml", "xml")
+
+
+def test_local_paths_are_refused_when_not_allowed(tmp_path: Path) -> None:
+    secret = tmp_path / "validator_secrets.json"
+    secret.write_text(json.dumps(ROWS))
+
+    with pytest.raises(DataPreparationError, match="local path, which this validator does not accept"):
+        load_rows(str(secret), FileFormat.JSON, allow_local_paths=False)
+    assert load_rows(str(secret), FileFormat.JSON, allow_local_paths=True) == ROWS

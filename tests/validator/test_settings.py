@@ -40,6 +40,8 @@ def test_timing_defaults_follow_the_network_unless_set() -> None:
     assert (local.poll_interval_seconds, local.lease_seconds) == (1.0, 10.0)
     assert (real.poll_interval_seconds, real.lease_seconds) == (5.0, 120.0)
     assert explicit.poll_interval_seconds == 3
+    # Customers' local dataset paths read the validator's own disk: only the local network accepts them.
+    assert (local.allow_local_datasets, real.allow_local_datasets) == (True, False)
 
 
 def test_public_url_defaults_to_a_reachable_address() -> None:

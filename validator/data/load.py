@@ -40,6 +40,7 @@ def load_rows(
     max_bytes: int = DEFAULT_MAX_BYTES,
     http_client: httpx.Client | None = None,
     hf_cache_dir: Path | None = None,
+    allow_local_paths: bool = True,
 ) -> list[dict[str, Any]]:
     """Read every row of the dataset at `source`.
 
@@ -51,6 +52,8 @@ def load_rows(
         max_bytes: files and downloads larger than this are refused.
         http_client: used for URL sources (a short-lived one is made when absent).
         hf_cache_dir: where the hub client caches a downloaded dataset (its default cache when absent).
+        allow_local_paths: whether `source` may name a file on this machine. A public validator must say False:
+            a customer's path would otherwise read the validator's own disk.
 
     Returns:
         The rows, each a dict of column name to cell value. JSON rows keep their types; CSV cells are strings.
@@ -73,6 +76,11 @@ def load_rows(
     elif source.startswith(("http://", "https://")):
         data = _download(source, http_client=http_client, max_bytes=max_bytes)
         rows = parse_rows(data, _text_format(file_format, urlsplit(source).path), source=display_source(source))
+    elif not allow_local_paths:
+        raise DataPreparationError(
+            f"ds_repo {source[:200]!r} is a local path, which this validator does not accept; "
+            "give an http(s) URL or a hub dataset id"
+        )
     else:
         data = _read_local_file(Path(source), max_bytes=max_bytes)
         rows = parse_rows(data, _text_format(file_format, source), source=source)
@@ -120,7 +128,6 @@ def _too_large(source: str, max_bytes: int) -> DataPreparationError:
 
 
 def _read_local_file(path: Path, *, max_bytes: int) -> bytes:
-    # TODO(#4): a customer-supplied local path reads the validator's own disk; allow it only for trusted callers.
     if not path.is_file():
         raise DataPreparationError(f"file {str(path)!r} not found; check the path")
     if path.stat().st_size > max_bytes:

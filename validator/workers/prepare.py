@@ -37,7 +37,12 @@ def test_key(task_id: object) -> str:
 def _load_and_split(ctx: WorkerContext, task: TaskRow) -> tuple[int, list[dict], list[dict], int]:
     """Blocking (download, parsing, shuffling): run it in a thread."""
     request = task.request
-    rows = load_rows(task.ds_repo, task.file_format, artifact_store=ctx.artifact_store)
+    rows = load_rows(
+        task.ds_repo,
+        task.file_format,
+        artifact_store=ctx.artifact_store,
+        allow_local_paths=ctx.settings.allow_local_datasets,
+    )
     prepared, dropped = prepare_instruct_rows(
         rows,
         field_instruction=request["field_instruction"],
