@@ -102,6 +102,22 @@ def test_training_stops_early_to_save_within_the_time_budget(tmp_path):
     assert (paths.output_dir("t1", "tiny-out") / "adapter_model.safetensors").is_file()
 
 
+def test_rows_longer_than_max_length_still_train_on_their_completions(tmp_path):
+    repo_dir = tmp_path / "repo"
+    write_reference_repo(repo_dir, hyperparameters={"max_steps": 2, "max_length": 32})
+    paths = ContractPaths(checkpoints=tmp_path / "checkpoints", cache=tmp_path / "cache")
+    build_tiny_model(paths.model_dir("tiny/qwen2"))
+    # Every prompt alone is far longer than max_length: cutting from the end would leave no completion token.
+    rows = [{**row, "instruct": (row["instruct"] + " ") * 40} for row in generated_rows(20)]
+    paths.dataset_file("long").parent.mkdir(parents=True)
+    paths.dataset_file("long").write_text(json.dumps(rows))
+
+    result = run_script(repo_dir, paths, task_id="long")
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "trained 2 steps" in result.stderr
+
+
 def test_unsupported_task_type_exits_non_zero_with_a_message(tmp_path):
     paths = ContractPaths(checkpoints=tmp_path / "checkpoints", cache=tmp_path / "cache")
     result = run_script(REFERENCE_REPO_DIR, paths, task_id="t1", task_type="DpoTask")

@@ -275,6 +275,9 @@ def fine_tune(inputs: TrainingInputs, *, deadline: float) -> None:
         warmup_steps=config.warmup_steps,
         lr_scheduler_type=config.lr_scheduler_type,
         max_length=config.max_length,
+        # A long row loses the start of its prompt, never its completion: keep_start would cut every completion
+        # of a dataset of long prompts and leave nothing to learn. The evaluator truncates the same way.
+        truncation_mode="keep_end",
         seed=config.seed,
         data_seed=config.seed,
         use_cpu=not on_gpu,
