@@ -26,7 +26,7 @@ from god.localnet.demo import (
     wait_for_task,
     wait_for_weights,
 )
-from god.localnet.network import LocalNetwork, LocalNetworkError
+from god.localnet.network import LocalNetwork, LocalNetworkError, mint_key_for_running_network
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 stderr = Console(stderr=True)
@@ -140,14 +140,18 @@ def up(data_dir: Path = DATA_DIR_OPTION, model: str = MODEL_OPTION) -> None:
         network.stop()
         stderr.print(f"[red]{error}[/red]")
         raise typer.Exit(1) from error
-    stdout.print(f"API URL: {network.api_url}")
-    stdout.print(f"API key: {network.api_key}")
-    stdout.print(f"dataset: {network.dataset_path} (columns question, answer)   base model: {network.base_model_repo}")
-    stdout.print(
+    # Plain prints: rich would wrap the curl line inside its quotes when the output is not a terminal.
+    payload = json.dumps(instruct_task_payload(network))
+    print(f"API URL: {network.api_url}")
+    print(f"API key: {network.api_key}")
+    print(f"dataset: {network.dataset_path} (columns question, answer)   base model: {network.base_model_repo}")
+    print(
         f"try: curl -s -X POST {network.api_url}/v1/tasks/create -H 'Authorization: Bearer {network.api_key}' "
-        f"-H 'Content-Type: application/json' -d '{json.dumps(instruct_task_payload(network))}'"
+        f"-H 'Content-Type: application/json' -d '{payload}'"
     )
-    stdout.print(f"logs: {network.root / 'logs'}   (Ctrl-C to stop)")
+    print(f"more API keys: god localnet mint-api-key --data-dir {data_dir} --account NAME")
+    print(f"logs: {network.root / 'logs'}   (Ctrl-C to stop; the next `up` or `demo` starts from a clean state)")
+    sys.stdout.flush()
     stopping = False
 
     def _stop(*_: object) -> None:
@@ -163,3 +167,17 @@ def up(data_dir: Path = DATA_DIR_OPTION, model: str = MODEL_OPTION) -> None:
     finally:
         network.stop()
         logging.getLogger(__name__).info("local network stopped")
+
+
+@app.command("mint-api-key")
+def mint_api_key(
+    data_dir: Path = DATA_DIR_OPTION,
+    account: str = typer.Option(..., "--account", help="The account the key belongs to (created when new)."),
+) -> None:
+    """Print a new API key for an account of a running local network (`god localnet up`)."""
+    setup_logging("WARNING", role="localnet")
+    try:
+        print(mint_key_for_running_network(data_dir, account))
+    except LocalNetworkError as error:
+        stderr.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error

@@ -332,3 +332,25 @@ class _sync:
         import asyncio
 
         asyncio.run(self._chain.register(hotkey, coldkey, stake=stake, validator_permit=validator_permit))
+
+
+def mint_key_for_running_network(root: Path, account: str) -> str:
+    """Mint an API key in the database of the local network at `root`, which must be running."""
+    import asyncio
+
+    from core.db import create_pool
+    from validator.db.accounts import mint_api_key
+
+    if not (root / "pids.json").exists() or not (root / "postgres").is_dir():
+        raise LocalNetworkError(f"no local network is running in {root}; start one with `god localnet up`")
+
+    database_url = database_url_from(None, data_dir=root.resolve())
+
+    async def mint() -> str:
+        pool = await create_pool(database_url)
+        try:
+            return await mint_api_key(pool, account)
+        finally:
+            await pool.close()
+
+    return asyncio.run(mint())

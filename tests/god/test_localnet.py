@@ -10,6 +10,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 
 from god.localnet.demo import (
@@ -21,7 +22,7 @@ from god.localnet.demo import (
     wait_for_task,
     wait_for_weights,
 )
-from god.localnet.network import LocalNetwork, MinerSpec
+from god.localnet.network import LocalNetwork, MinerSpec, mint_key_for_running_network
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -121,6 +122,13 @@ def test_bad_dataset_column_fails_the_task_with_a_reason_naming_it(tmp_path: Pat
         too_small["ds_repo"] = str(network.dataset_path.with_name("small.json"))
         small_task = wait_for_task(network, create_task(network, too_small), timeout=120)
         assert get_task(network, small_task["id"])["status"] == "failure"
+
+        # A second account's key (minted for the running network) cannot read the first account's task.
+        other_key = mint_key_for_running_network(network.root, "other-customer")
+        response = httpx.get(
+            f"{network.api_url}/v1/tasks/{task['id']}", headers={"Authorization": f"Bearer {other_key}"}, timeout=30
+        )
+        assert response.status_code == 404
 
     assert task["status"] == "failure"
     assert "prompt_text" in task["error"]
