@@ -6,7 +6,7 @@ import time
 import pytest
 from bittensor.sp_core import Keypair
 
-from core.chain import ChainError, LocalChain, RateLimited, open_chain
+from core.chain import BittensorChain, ChainError, LocalChain, RateLimited, open_chain
 from core.settings import NodeSettings
 
 
@@ -166,8 +166,9 @@ async def test_open_chain(tmp_path):
     chain = open_chain(settings)
     assert isinstance(chain, LocalChain) and chain.netuid == 7
     assert await chain.metagraph() == []
-    with pytest.raises(ChainError, match="TODO\\(#5\\)"):
-        open_chain(NodeSettings(data_dir=tmp_path, network="finney"))
+    # Real networks get the SDK-backed chain; nothing connects until the first call.
+    finney = open_chain(NodeSettings(data_dir=tmp_path, network="finney", netuid=7))
+    assert isinstance(finney, BittensorChain) and finney.netuid == 7
     wrong_netuid = open_chain(NodeSettings(data_dir=tmp_path, netuid=3))
     with pytest.raises(ChainError, match="netuid 7, not 3"):
         await wrong_netuid.metagraph()
