@@ -25,6 +25,9 @@ from core.stores import StoreError
 logger = logging.getLogger(__name__)
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+# What `_signature` produces: compare_digest raises TypeError on a str with non-ASCII characters, so anything else is
+# refused before the comparison.
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 
 
 class ArtifactNotFound(StoreError):
@@ -95,7 +98,9 @@ class LocalArtifactStore:
             return False
         if expires_at < time.time():
             return False
-        return hmac.compare_digest(self._signature(key, expires_at), str(signature))
+        if not isinstance(signature, str) or not _SIGNATURE.fullmatch(signature):
+            return False
+        return hmac.compare_digest(self._signature(key, expires_at), signature)
 
 
 def artifact_router(store: LocalArtifactStore) -> APIRouter:

@@ -5,25 +5,31 @@ Each role subclasses `NodeSettings` with its own environment prefix::
     class ValidatorSettings(NodeSettings):
         model_config = SettingsConfigDict(env_prefix="VALIDATOR_")
 
-and builds it with `load_settings(ValidatorSettings, data_dir=...)`, which turns a validation error into one line
-per bad setting naming the environment variable to fix, then exits with status 2.
+and builds it with `load_settings(ValidatorSettings, port=...)`, which turns a validation error (or a value that cannot
+be decoded, like a JSON setting that is not JSON) into one line per bad setting naming the environment variable or
+command-line option to fix, then exits with status 2.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import AliasChoices, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 NAMED_NETWORKS = ("local", "finney", "test")
 _WS_URL = re.compile(r"^wss?://[^\s/:]+(:\d{1,5})?(/\S*)?$")
 # Values of these settings are never echoed back in error messages.
 _SECRET_FIELD = re.compile(r"(url|token|secret|password|key)", re.IGNORECASE)
+# pydantic-settings names the field only inside the message of the SettingsError it raises for an unparsable value.
+_UNPARSABLE_FIELD = re.compile(r'error (?:parsing|getting) value for field "(?P<field>[^"]+)"')
 
 SettingsT = TypeVar("SettingsT", bound="NodeSettings")
 
@@ -84,10 +90,12 @@ class NodeSettings(BaseSettings):
 
 
 def _alias_names(alias: object) -> list[str]:
+    """The alias(es) as environment variable names, without repeats (env names are case-insensitive)."""
     if isinstance(alias, str):
         return [alias]
     if isinstance(alias, AliasChoices):
-        return [choice for choice in alias.choices if isinstance(choice, str)]
+        names = [choice for choice in alias.choices if isinstance(choice, str)]
+        return [name for index, name in enumerate(names) if name.upper() not in {n.upper() for n in names[:index]}]
     return []
 
 
@@ -108,18 +116,31 @@ def env_var_name(cls: type[BaseSettings], field_name: str) -> str:
     return f"{prefix}{field_name}".upper()
 
 
-def settings_error_lines(cls: type[BaseSettings], error: ValidationError) -> list[str]:
-    """One line per bad setting: the environment variable, the problem and (unless secret) the rejected value."""
+def option_name(field_name: str) -> str:
+    """The command-line option of a setting passed to `load_settings` as an override (typer's default spelling)."""
+    return "--" + field_name.replace("_", "-")
+
+
+def settings_error_lines(
+    cls: type[BaseSettings], error: ValidationError, *, options: Collection[str] = ()
+) -> list[str]:
+    """One line per bad setting: where it came from, the problem and (unless secret) the rejected value.
+
+    A setting in `options` came from the command line and is named by its option (--port), any other by its
+    environment variable (VALIDATOR_PORT).
+    """
     lines = []
     for item in error.errors():
         field_name = str(item["loc"][0]) if item["loc"] else "?"
-        where = env_var_name(cls, field_name)
-        if len(item["loc"]) > 1:
+        where = option_name(field_name) if field_name in options else env_var_name(cls, field_name)
+        nested = len(item["loc"]) > 1
+        if nested:
             # Inside a JSON value (a list or an object): say which part.
             where += " at " + "".join(f"[{part!r}]" for part in item["loc"][1:])
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "missing":
-            line = f"{where}: is required; set this environment variable"
+            # A missing key inside a JSON value is fixed in that value, not by setting another variable.
+            line = f"{where}: field required" if nested else f"{where}: is required; set this environment variable"
         else:
             line = f"{where}: {message}"
             value = item.get("input")
@@ -129,15 +150,32 @@ def settings_error_lines(cls: type[BaseSettings], error: ValidationError) -> lis
     return lines
 
 
+def unparsable_setting_line(cls: type[BaseSettings], error: SettingsError) -> str:
+    """The line for a value pydantic-settings could not even decode (e.g. a JSON setting that is not JSON)."""
+    match = _UNPARSABLE_FIELD.search(str(error))
+    where = env_var_name(cls, match["field"]) if match else "(unknown variable)"
+    cause = error.__cause__
+    if isinstance(cause, json.JSONDecodeError):
+        # The value itself is not echoed: a JSON setting can be long, or hold a secret.
+        return f"{where}: is not valid JSON ({cause.msg} at line {cause.lineno} column {cause.colno})"
+    if match and _SECRET_FIELD.search(match["field"]):
+        return f"{where}: cannot be read"
+    return f"{where}: cannot be read ({cause or error})"
+
+
 def load_settings(cls: type[SettingsT], **overrides: Any) -> SettingsT:
     """Build `cls` from the environment plus `overrides`; on invalid settings print why and exit with status 2.
 
-    Overrides that are None are dropped, so unset command-line options fall back to the environment.
+    The overrides are the command-line options: an invalid one is reported by its option name (--port). Overrides
+    that are None are dropped, so unset command-line options fall back to the environment.
     """
     given = {name: value for name, value in overrides.items() if value is not None}
     try:
         return cls(**given)
     except ValidationError as error:
-        for line in settings_error_lines(cls, error):
-            sys.stderr.write(f"invalid setting {line}\n")
-        sys.exit(2)
+        lines = settings_error_lines(cls, error, options=given.keys())
+    except SettingsError as error:
+        lines = [unparsable_setting_line(cls, error)]
+    for line in lines:
+        sys.stderr.write(f"invalid setting {line}\n")
+    sys.exit(2)

@@ -7,9 +7,11 @@ import logging
 from typing import NoReturn
 
 import typer
+from fastapi import FastAPI
 
 from core.chain import Chain, ChainError, open_chain
 from core.logging import setup_logging
+from core.serving import ServingError, serve
 from core.settings import load_settings
 from core.wallets import WalletError, load_wallet
 from trainer.settings import TrainerSettings
@@ -46,19 +48,25 @@ def run(
     port: int | None = typer.Option(None, help="Port to listen on (env TRAINER_PORT)"),
 ) -> None:
     """Serve the trainer host API (settings from TRAINER_* environment variables)."""
-    import uvicorn
-
     from trainer.host.server import create_app
 
     settings = load_settings(TrainerSettings, host=host, port=port)
     setup_logging(settings.log_level, role="trainer")
+
+    def prepare() -> FastAPI:
+        # Runs once the port is bound: announcing an address this process cannot serve would hide the host that
+        # does serve it.
+        try:
+            wallet = load_wallet(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path)
+            hotkey_ss58 = wallet.hotkey.ss58_address
+            chain = open_chain(settings)
+            asyncio.run(_announce(chain, hotkey_ss58, settings.address))
+        except (WalletError, ChainError) as error:
+            _fail(str(error))
+        logger.info("trainer host %s serving %s on netuid %d", hotkey_ss58, settings.address, settings.netuid)
+        return create_app(settings, chain=chain, hotkey_ss58=hotkey_ss58)
+
     try:
-        wallet = load_wallet(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path)
-        hotkey_ss58 = wallet.hotkey.ss58_address
-        chain = open_chain(settings)
-        asyncio.run(_announce(chain, hotkey_ss58, settings.address))
-    except (WalletError, ChainError) as error:
+        serve(host=settings.host, port=settings.port, env_prefix="TRAINER_", prepare=prepare, access_log=False)
+    except ServingError as error:
         _fail(str(error))
-    logger.info("trainer host %s serving %s on netuid %d", hotkey_ss58, settings.address, settings.netuid)
-    application = create_app(settings, chain=chain, hotkey_ss58=hotkey_ss58)
-    uvicorn.run(application, host=settings.host, port=settings.port, log_config=None, access_log=False)

@@ -10,11 +10,12 @@ import logging
 from typing import NoReturn
 
 import typer
-import uvicorn
+from fastapi import FastAPI
 
 from core.chain import Chain, ChainError, open_chain
 from core.db import DatabaseError, apply_migrations, create_pool, database_url_from, rollback_migrations
 from core.logging import setup_logging
+from core.serving import ServingError, serve
 from core.settings import load_settings
 from core.wallets import WalletError, load_wallet
 from validator.db import MIGRATIONS_DIR
@@ -78,23 +79,30 @@ def run(
     """Serve the API and run the task workers and the weight setter until interrupted."""
     settings = load_settings(ValidatorSettings, host=host, port=port)
     setup_logging(settings.log_level, role="validator")
-    database_url = _database_url(settings)
+
+    def prepare() -> FastAPI:
+        # Runs once the port is bound: the workers start with the app and claim tasks from a database other
+        # validators may share, so a validator that cannot serve must stop before that.
+        try:
+            wallet = load_wallet(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path)
+            chain = open_chain(settings)
+            uid = asyncio.run(check_validator_permit(chain, wallet.hotkey.ss58_address))
+            database_url = _database_url(settings)
+            applied = asyncio.run(_migrate(database_url))
+        except (DatabaseError, WalletError, ChainError, NotAValidator) as error:
+            _fail(str(error))
+        if applied:
+            logger.info("applied migrations: %s", ", ".join(applied))
+        logger.info("validator hotkey %s is uid %d on netuid %d", wallet.hotkey.ss58_address, uid, settings.netuid)
+
+        from validator.service import create_app
+
+        return create_app(settings, database_url=database_url, wallet=wallet, chain=chain)
+
     try:
-        applied = asyncio.run(_migrate(database_url))
-        wallet = load_wallet(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path)
-        chain = open_chain(settings)
-        uid = asyncio.run(check_validator_permit(chain, wallet.hotkey.ss58_address))
-    except (DatabaseError, WalletError, ChainError, NotAValidator) as error:
+        serve(host=settings.host, port=settings.port, env_prefix="VALIDATOR_", prepare=prepare)
+    except ServingError as error:
         _fail(str(error))
-    if applied:
-        logger.info("applied migrations: %s", ", ".join(applied))
-    logger.info("validator hotkey %s is uid %d on netuid %d", wallet.hotkey.ss58_address, uid, settings.netuid)
-
-    from validator.service import create_app
-
-    api = create_app(settings, database_url=database_url, wallet=wallet, chain=chain)
-    # log_config=None keeps the logging that setup_logging installed.
-    uvicorn.run(api, host=settings.host, port=settings.port, log_config=None)
 
 
 @app.command("mint-api-key")

@@ -1,6 +1,6 @@
 """One validator process: the public API, the task workers and the weight setter, sharing one connection pool.
 
-    app = create_app(settings, database_url=url)      # uvicorn.run(app, ...)
+    app = create_app(settings, database_url=url)      # served by core.serving.serve once the port is bound
 
 The app's lifespan opens the pool and the signed HTTP client, starts the workers and the weight setter, and on
 shutdown stops them (handing back any task being worked on) before closing the pool.

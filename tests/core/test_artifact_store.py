@@ -63,6 +63,28 @@ def test_signatures(store):
     assert not store.verify("datasets/t", "1" + expires, store._signature("datasets/t1", int(expires)))
 
 
+@pytest.mark.parametrize(
+    "signature",
+    ["\xff\xfe", "é" * 64, "00", "G" * 64, " " + "0" * 63, "0" * 65],
+    ids=["non-ascii", "non-ascii-64", "short", "not-hex", "space", "long"],
+)
+def test_signatures_that_are_not_64_hex_digits_do_not_verify(store, signature):
+    expires = int(time.time()) + 60
+    assert not store.verify("datasets/t1.json", expires, signature)
+
+
+async def test_router_refuses_a_non_ascii_signature_with_403(store, client):
+    store.put_bytes("datasets/t1.json", b"{}")
+    url = store.signed_url("datasets/t1.json", expires_in_seconds=60)
+    response = await client.get(url.split("&signature=")[0] + "&signature=%ff%fe")
+    assert response.status_code == 403
+    # The same signature in upper case is not what the store hands out either.
+    signature = url.split("&signature=")[1]
+    assert (await client.get(url.replace(signature, signature.upper()))).status_code == 403
+    assert (await client.get(url)).status_code == 200
+    await client.aclose()
+
+
 async def test_router_serves_signed_urls(store, client):
     store.put_bytes("datasets/t1.json", b'{"rows": 3}')
     url = store.signed_url("datasets/t1.json", expires_in_seconds=60)

@@ -6,7 +6,7 @@ import pytest
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
-from core.settings import NodeSettings, load_settings
+from core.settings import NodeSettings, env_var_name, load_settings
 
 
 class Endpoint(BaseModel):
@@ -62,7 +62,8 @@ def test_invalid_settings_name_their_variables(monkeypatch, capsys):
     assert any(line.startswith("invalid setting ROLETEST_NETUID:") and "'many'" in line for line in lines)
     assert any(line.startswith("invalid setting ROLETEST_NETWORK:") and "finney" in line for line in lines)
     assert any(line.startswith("invalid setting ROLETEST_LOG_LEVEL:") for line in lines)
-    url_line = next(line for line in lines if "ROLETEST_DATABASE_URL" in line)
+    # Given as an override, i.e. on the command line: named by its option, and still not echoed (a secret).
+    url_line = next(line for line in lines if line.startswith("invalid setting --database-url:"))
     assert "123" not in url_line
 
 
@@ -90,3 +91,39 @@ def test_errors_inside_json_values_and_aliases(monkeypatch, capsys):
     lines = sorted(capsys.readouterr().err.strip().splitlines())
     assert lines[0].startswith("invalid setting ROLETEST_ENDPOINTS at [1]['port']: Input should be a valid integer")
     assert lines[1].startswith("invalid setting ROLETEST_SHARED_PORT_X or SHARED_PORT: Input should be a valid int")
+
+
+def test_a_command_line_value_is_named_by_its_option(monkeypatch, capsys):
+    monkeypatch.setenv("ROLETEST_NETUID", "5")
+    with pytest.raises(SystemExit) as exit_info:
+        load_settings(RoleSettings, netuid=70000, wallet_name=None)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "invalid setting --netuid: must be between 0 and 65535 (got '70000')\n"
+
+
+@pytest.mark.parametrize("value", ["not json", '[{"url": "http://a", "port": 1}', "{'single': 'quotes'}"])
+def test_a_json_setting_that_is_not_json_is_one_line_and_status_2(monkeypatch, capsys, value):
+    monkeypatch.setenv("ROLETEST_ENDPOINTS", value)
+    with pytest.raises(SystemExit) as exit_info:
+        load_settings(RoleSettings)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("invalid setting ROLETEST_ENDPOINTS: is not valid JSON (")
+    assert value not in lines[0]
+
+
+def test_a_key_missing_inside_a_json_value_is_named(monkeypatch, capsys):
+    monkeypatch.setenv("ROLETEST_ENDPOINTS", '[{"url": "http://a", "port": 1}, {"url": "http://b"}]')
+    with pytest.raises(SystemExit):
+        load_settings(RoleSettings)
+    assert capsys.readouterr().err == "invalid setting ROLETEST_ENDPOINTS at [1]['port']: field required\n"
+
+
+def test_an_alias_spelled_twice_is_named_once():
+    class AliasedSettings(NodeSettings):
+        model_config = SettingsConfigDict(env_prefix="ROLETEST_")
+
+        database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url"))
+
+    assert env_var_name(AliasedSettings, "database_url") == "DATABASE_URL"

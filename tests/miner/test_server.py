@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -106,6 +107,31 @@ def test_training_repos_are_read_from_the_environment(monkeypatch, capsys):
     assert "https:// or file://" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        ("not json", "MINER_TRAINING_REPOS: is not valid JSON (Expecting value at line 1 column 1)"),
+        (
+            json.dumps({"InstructTextTask": {"github_repo": INSTRUCT_REPO["github_repo"]}}),
+            "MINER_TRAINING_REPOS at ['InstructTextTask']['commit_hash']: field required",
+        ),
+    ],
+    ids=["not-json", "no-commit-hash"],
+)
+def test_cli_run_reports_bad_training_repos_in_one_line(tmp_path, value, error):
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MINER_TRAINING_REPOS": value}
+    result = subprocess.run(CLI, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == f"invalid setting {error}\n"
+
+
+def test_cli_run_names_a_bad_port_option(tmp_path):
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "MINER_PORT": "8091"}
+    result = subprocess.run([*CLI, "--port", "0"], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == "invalid setting --port: Input should be greater than or equal to 1 (got '0')\n"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -137,7 +163,8 @@ async def test_cli_run_refuses_an_unregistered_hotkey(network):
     process = await asyncio.create_subprocess_exec(*CLI, env=env, cwd=REPO_ROOT, stderr=asyncio.subprocess.PIPE)
     _, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 1
-    assert "is not registered on netuid 56" in stderr.decode()
+    lines = stderr.decode().splitlines()
+    assert len(lines) == 1 and "is not registered on netuid 56" in lines[0], lines
 
 
 async def test_cli_run_serves_its_address_on_chain_and_answers_validators(network):
@@ -160,3 +187,39 @@ async def test_cli_run_serves_its_address_on_chain_and_answers_validators(networ
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), 30)
+
+
+async def test_cli_run_on_a_port_in_use_leaves_the_chain_address_alone(network):
+    hotkey = network["wallets"]["miner"].hotkey.ss58_address
+    # The miner already running on this hotkey, elsewhere.
+    await network["chain"].serve(hotkey, "http://10.0.0.9:8091")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = cli_env(network, hotkey="miner", port=port)
+        process = await asyncio.create_subprocess_exec(*CLI, env=env, cwd=REPO_ROOT, stderr=asyncio.subprocess.PIPE)
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    assert stderr.decode() == (
+        f"error: port {port} on 127.0.0.1 is already in use; set MINER_PORT (or --port) to a free port\n"
+    )
+    served = {neuron.hotkey: neuron.address for neuron in await network["chain"].metagraph()}
+    assert served[hotkey] == "http://10.0.0.9:8091"
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"),
+    [
+        ({"MINER_WALLET_HOTKEY": "nobody"}, "error: hotkey file "),
+        ({"MINER_CHAIN_PATH": "missing.json"}, "error: local chain file "),
+    ],
+    ids=["no-wallet", "no-chain-file"],
+)
+async def test_cli_run_without_wallet_or_chain_says_so_in_one_line(network, setting, error):
+    env = {**cli_env(network, hotkey="miner", port=free_port()), **setting}
+    process = await asyncio.create_subprocess_exec(*CLI, env=env, cwd=REPO_ROOT, stderr=asyncio.subprocess.PIPE)
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    lines = stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(error), lines

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from core.signed_http import SignedClient
 from core.wallets import create_wallet
@@ -45,7 +46,8 @@ async def test_run_refuses_an_unregistered_hotkey(network, tmp_path):
     process = await asyncio.create_subprocess_exec(*CLI, env=env, cwd=REPO_ROOT, stderr=asyncio.subprocess.PIPE)
     _, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 1
-    assert "is not registered on netuid 56" in stderr.decode()
+    lines = stderr.decode().splitlines()
+    assert len(lines) == 1 and "is not registered on netuid 56" in lines[0], lines
 
 
 async def test_run_serves_its_address_and_answers_a_validator(network, tmp_path):
@@ -70,3 +72,39 @@ async def test_run_serves_its_address_and_answers_a_validator(network, tmp_path)
         process.terminate()
         # uvicorn shuts down gracefully, then re-raises the signal it caught.
         assert await asyncio.wait_for(process.wait(), 30) in (0, -signal.SIGTERM)
+
+
+async def test_run_on_a_port_in_use_leaves_the_chain_address_alone(network, tmp_path):
+    hotkey = network["wallets"]["trainer"].hotkey.ss58_address
+    # The trainer host already running on this hotkey, elsewhere.
+    await network["chain"].serve(hotkey, "http://10.0.0.9:8001")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = cli_env(tmp_path, hotkey="trainer", port=port)
+        process = await asyncio.create_subprocess_exec(*CLI, env=env, cwd=REPO_ROOT, stderr=asyncio.subprocess.PIPE)
+        _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    assert stderr.decode() == (
+        f"error: port {port} on 127.0.0.1 is already in use; set TRAINER_PORT (or --port) to a free port\n"
+    )
+    served = {neuron.hotkey: neuron.address for neuron in await network["chain"].metagraph()}
+    assert served[hotkey] == "http://10.0.0.9:8001"
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"),
+    [
+        ({"TRAINER_WALLET_HOTKEY": "nobody"}, "error: hotkey file "),
+        ({"TRAINER_CHAIN_PATH": "missing.json"}, "error: local chain file "),
+    ],
+    ids=["no-wallet", "no-chain-file"],
+)
+async def test_run_without_wallet_or_chain_says_so_in_one_line(network, tmp_path, setting, error):
+    env = {**cli_env(tmp_path, hotkey="trainer", port=free_port()), **setting}
+    process = await asyncio.create_subprocess_exec(*CLI, env=env, cwd=REPO_ROOT, stderr=asyncio.subprocess.PIPE)
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    lines = stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(error), lines

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from core.chain import LocalChain
-from tests.validator.conftest import NETUID, Keys
+from core.wallets import create_wallet
+from tests.validator.conftest import NETUID, Keys, get_task, insert_task
 from validator.db import accounts as accounts_db
 
 CLI = [sys.executable, "-c", "from validator.cli import app; app()"]
@@ -112,3 +113,61 @@ async def test_run_serves_the_api_and_stops_cleanly(cli_env: dict[str, str]) -> 
     assert process.returncode == 0, log
     assert "started 5 task workers" in log
     assert "stopped the task workers" in log
+
+
+async def test_run_on_a_port_in_use_stops_before_any_worker_claims_a_task(
+    cli_env: dict[str, str], pool: asyncpg.Pool, dataset_file: Path
+) -> None:
+    task = await insert_task(pool, ds_repo=str(dataset_file))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cli_env["VALIDATOR_PORT"] = str(port)
+        code, _, stderr = await run_cli(cli_env, "run")
+
+    assert code == 1
+    assert (
+        stderr == f"error: port {port} on 127.0.0.1 is already in use; set VALIDATOR_PORT (or --port) to a free port\n"
+    )
+    # No worker ran: the task was neither claimed (lease) nor moved on.
+    assert await get_task(pool, task.task_id) == task
+
+
+async def test_run_reports_a_trainers_setting_that_is_not_json(cli_env: dict[str, str]) -> None:
+    cli_env["VALIDATOR_TRAINERS"] = "not json"
+
+    code, _, stderr = await run_cli(cli_env, "run")
+
+    assert code == 2
+    assert stderr == "invalid setting VALIDATOR_TRAINERS: is not valid JSON (Expecting value at line 1 column 1)\n"
+
+
+async def test_run_names_a_bad_port_option(cli_env: dict[str, str]) -> None:
+    code, _, stderr = await run_cli(cli_env, "run", "--port", "0")
+
+    assert code == 2
+    assert stderr == "invalid setting --port: Input should be greater than or equal to 1 (got '0')\n"
+
+
+@pytest.mark.parametrize(
+    ("setting", "error"),
+    [
+        ({"VALIDATOR_WALLET_HOTKEY": "nobody"}, "error: hotkey file "),
+        ({"VALIDATOR_CHAIN_PATH": "missing.json"}, "error: local chain file "),
+        ({"VALIDATOR_WALLET_NAME": "stranger"}, "error: hotkey "),
+    ],
+    ids=["no-wallet", "no-chain-file", "unregistered"],
+)
+async def test_run_without_wallet_chain_or_registration_says_so_in_one_line(
+    cli_env: dict[str, str], setting: dict[str, str], error: str
+) -> None:
+    # A hotkey that is not on the chain.
+    create_wallet("stranger", "default", Path(cli_env["VALIDATOR_WALLET_PATH"]))
+    cli_env.update(setting)
+
+    code, _, stderr = await run_cli(cli_env, "run")
+
+    assert code == 1
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(error), lines
