@@ -45,6 +45,8 @@ class ValidatorSettings(NodeSettings):
     port: int = Field(default=9001, ge=1, le=65535)
     # Base URL that trainers use to fetch artifacts; None means http://{host}:{port}.
     public_url: str | None = None
+    # Larger request bodies are refused with 413 before they are read (task requests are a few hundred bytes).
+    max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     # Storage. None means embedded PostgreSQL in {data_dir}/postgres.
     database_url: SecretStr | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url"))

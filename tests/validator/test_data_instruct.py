@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
 from core.formatting import render_instruct
 from core.tasks import INSTRUCT_COLUMNS
-from validator.data import DataPreparationError, instruct_dataset_type, prepare_instruct_rows
+from validator.data import DataPreparationError, instruct_dataset_type, prepare_instruct_rows, rows_to_json_bytes
 
 
 def test_columns_are_renamed_to_the_standard_names() -> None:
@@ -113,3 +114,32 @@ def test_dataset_type_without_input_and_with_system() -> None:
     assert dataset_type.field_system == "system"
     assert dataset_type.system_format == "<<{system}>> "
     assert instruct_dataset_type().system_format == "{system}"
+
+
+def test_cells_with_lone_surrogates_are_dropped_and_counted() -> None:
+    # json.loads turns the escape "\ud800" into a lone surrogate, which UTF-8 cannot encode.
+    rows = json.loads('[{"q": "bad \\ud800", "a": "x"}, {"q": "ok", "a": "y", "s": "\\udfff"}, {"q": "ok", "a": "z"}]')
+
+    prepared, dropped = prepare_instruct_rows(rows, field_instruction="q", field_output="a", field_system="s")
+
+    assert (prepared, dropped) == ([{"instruct": "ok", "output": "z", "system": ""}], 2)
+    assert json.loads(rows_to_json_bytes(prepared)) == prepared
+
+
+def test_rows_to_json_bytes_never_fails_on_invalid_unicode() -> None:
+    assert json.loads(rows_to_json_bytes([{"instruct": "a\ud800b", "output": "x"}])) == [
+        {"instruct": "a?b", "output": "x"}
+    ]
+
+
+def test_hostile_column_names_give_a_short_message_that_postgres_can_store() -> None:
+    rows = [{"q\x00": "x", "\ud800": "y", "long" * 1000: "z"}]
+
+    with pytest.raises(DataPreparationError) as error:
+        prepare_instruct_rows(rows, field_instruction="question", field_output="answer")
+
+    message = str(error.value)
+    assert "\x00" not in message
+    message.encode("utf-8")  # no lone surrogate left
+    assert "q\\x00" in message and "\\ud800" in message
+    assert len(message) < 400

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -91,3 +92,63 @@ async def test_an_unknown_base_model_fails_before_any_data_is_read(ctx: WorkerCo
     assert task.status is TaskStatus.FAILURE
     assert task.error == "model_repo: base model 'nobody/nothing' was not found in the model store"
     assert task.train_artifact_key is None
+
+
+async def failure_of(ctx: WorkerContext, ds_repo: str, **fields: object) -> str:
+    """Prepare one task from `ds_repo` and return its failure reason (the task must fail on the first attempt)."""
+    task = await insert_task(ctx.pool, ds_repo=ds_repo, **fields)
+    await prepare(ctx)
+    task = await get_task(ctx.pool, task.task_id)
+    assert task.status is TaskStatus.FAILURE, task.status
+    assert task.error.startswith("data preparation failed:"), task.error
+    return task.error
+
+
+async def test_cells_with_lone_surrogates_are_dropped_not_a_crash(ctx: WorkerContext, tmp_path: Path) -> None:
+    rows = word_rows(40, seed=5)
+    path = tmp_path / "surrogates.json"
+    # json.dumps writes the lone surrogate as the escape "\ud800", which json.loads reads back as one.
+    path.write_text(json.dumps([{**rows[0], "answer": "broken \ud800"}, *rows[1:]]))
+    task = await insert_task(ctx.pool, ds_repo=str(path))
+
+    await prepare(ctx)
+
+    task = await get_task(ctx.pool, task.task_id)
+    assert task.status is TaskStatus.LOOKING_FOR_NODES, task.error
+    assert task.dropped_rows == 1 and task.train_rows + task.test_rows == 39
+
+
+async def test_json_the_parser_cannot_read_fails_the_task_with_the_reason(ctx: WorkerContext, tmp_path: Path) -> None:
+    nested = tmp_path / "nested.json"
+    nested.write_text("[" * 100_000 + "]" * 100_000)
+    huge = tmp_path / "huge.jsonl"
+    huge.write_text('{"question": "q", "answer": ' + "7" * 5000 + "}\n")
+
+    assert "nested.json nests JSON lists or objects too deeply" in await failure_of(ctx, str(nested))
+    assert "huge.jsonl line 1 holds an integer with more than" in await failure_of(ctx, str(huge))
+
+
+async def test_hostile_column_names_still_give_a_stored_reason(ctx: WorkerContext, tmp_path: Path) -> None:
+    path = write_dataset(tmp_path, [{"question\u0000": "q", "answer": "a", "\ud800": "x"}] * 20)
+
+    error = await failure_of(ctx, str(path))
+
+    assert "'question' (field_instruction) not found" in error
+    assert "question\\x00" in error and "\\ud800" in error
+
+
+async def test_a_malformed_url_fails_the_task_instead_of_the_stage(ctx: WorkerContext) -> None:
+    error = await failure_of(ctx, "http://[::1/rows.json?sig=secret")
+
+    assert "http://[::1/rows.json" in error and "secret" not in error
+
+
+async def test_urls_of_the_validators_own_network_are_refused(ctx: WorkerContext) -> None:
+    public = dataclasses.replace(ctx, settings=ctx.settings.model_copy(update={"allow_local_datasets": False}))
+
+    error = await failure_of(public, "http://127.0.0.1:9001/openapi.json", file_format="s3")
+
+    assert error == (
+        "data preparation failed: ds_repo: http://127.0.0.1:9001/openapi.json points to a private or local address, "
+        "which this validator does not fetch"
+    )

@@ -34,7 +34,8 @@ def api_key_from_header(authorization: str | None) -> str | None:
         return None
     value = authorization.strip()
     scheme, _, rest = value.partition(" ")
-    if rest and scheme.lower() == "bearer":
+    if scheme.lower() == "bearer":
+        # "Bearer " with nothing after it (servers strip the trailing space) is a missing key, not a key "Bearer".
         value = rest.strip()
     return value or None
 

@@ -29,6 +29,7 @@ CODES_BY_STATUS = {
     429: "rate_limited",
     503: "unavailable",
 }
+INTERNAL_ERROR_MESSAGE = "internal error; the operator can find the cause in the logs"
 # Where a validation error came from; the field path after it is what the caller can fix.
 _LOCATIONS = {"body", "query", "path", "header", "cookie"}
 
@@ -107,7 +108,7 @@ async def _api_error(request: Request, error: ApiError) -> JSONResponse:
 
 async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     logger.exception("unexpected error in %s %s", request.method, request.url.path)
-    return error_response(500, "internal_error", "internal error; the operator can find the cause in the logs")
+    return error_response(500, "internal_error", INTERNAL_ERROR_MESSAGE)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -28,8 +28,9 @@ def prepare_instruct_rows(
     """Rename the customer's columns to instruct/input/output/system and keep the usable, distinct rows.
 
     A row is dropped when its instruction or output is missing, empty or not text-like (a list or an object), when
-    a declared input or system cell is a list or an object, or when an earlier row has the same instruction, input
-    and output. Numbers become text. Missing input and system cells become "".
+    a declared input or system cell is a list or an object, when a declared cell holds a lone surrogate (invalid
+    Unicode), or when an earlier row has the same instruction, input and output. Numbers become text. Missing input
+    and system cells become "".
 
     Returns:
         `(rows, dropped_count)`; each row holds "instruct" and "output", plus "input" / "system" when declared.
@@ -106,11 +107,16 @@ def _check_columns_exist(rows: Sequence[dict[str, Any]], declared: dict[str, str
     if not missing:
         return
     named = ", ".join(f"{column!r} ({field})" for field, column in missing)
-    shown = ", ".join(str(column) for column in list(available)[:MAX_COLUMNS_SHOWN])
+    # A hostile file can name columns with megabytes of text; the message stays readable.
+    shown = ", ".join(_shorten(str(column)) for column in list(available)[:MAX_COLUMNS_SHOWN])
     if len(available) > MAX_COLUMNS_SHOWN:
         shown += f", … ({len(available)} in all)"
     noun = "column" if len(missing) == 1 else "columns"
     raise DataPreparationError(f"{noun} {named} not found in the dataset; available columns: {shown or 'none'}")
+
+
+def _shorten(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _map_row(
@@ -139,6 +145,11 @@ def _cell_text(value: Any) -> str | None:
     if value is None:
         return ""
     if isinstance(value, str):
+        # A JSON "\ud800" escape decodes to a lone surrogate, which no UTF-8 file (nor the trainer) can hold.
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return None
         return value
     if isinstance(value, numbers.Number):
         # NaN is how pandas-backed data (CSV via pandas, parquet) marks an empty cell.
