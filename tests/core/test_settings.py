@@ -1,12 +1,16 @@
+import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
-from core.settings import NodeSettings, env_var_name, load_settings
+from core.chain import LocalChain
+from core.settings import NodeSettings, StartCheckError, check_registration, env_var_name, load_settings
+from core.wallets import create_wallet
 
 
 class Endpoint(BaseModel):
@@ -127,3 +131,98 @@ def test_an_alias_spelled_twice_is_named_once():
         database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url"))
 
     assert env_var_name(AliasedSettings, "database_url") == "DATABASE_URL"
+
+
+def test_a_wallet_hotkey_is_echoed_but_a_secret_named_field_is_not(monkeypatch, capsys):
+    monkeypatch.setenv("ROLETEST_WALLET_HOTKEY", "a/b")
+    with pytest.raises(SystemExit):
+        load_settings(RoleSettings, database_url=123)
+    lines = sorted(capsys.readouterr().err.splitlines())
+    assert lines == [
+        "invalid setting --database-url: Input should be a valid string",
+        "invalid setting ROLETEST_WALLET_HOTKEY: must be a plain name (no '/') (got 'a/b')",
+    ]
+
+
+# -- the start check of `run` --
+
+
+@pytest.fixture
+async def subnet(tmp_path):
+    """A chain with a validator (permit), a miner (no permit); and the hotkey of a stranger (not registered)."""
+    chain = LocalChain.create(tmp_path / "chain.json", netuid=56)
+    wallets = {name: create_wallet("owner", name, tmp_path / "wallets") for name in ("validator", "miner", "stranger")}
+    coldkey = wallets["validator"].coldkeypub.ss58_address
+    await chain.register(wallets["validator"].hotkey.ss58_address, coldkey, stake=10.0, validator_permit=True)
+    await chain.register(wallets["miner"].hotkey.ss58_address, coldkey)
+    return chain, {name: wallet.hotkey.ss58_address for name, wallet in wallets.items()}
+
+
+def role_settings(network: str, **values) -> RoleSettings:
+    return RoleSettings(network=network, netuid=56, wallet_name="owner", wallet_hotkey="hk", **values)
+
+
+async def test_registered_hotkeys_pass_the_start_check(subnet):
+    chain, hotkeys = subnet
+    settings = role_settings("local")
+    assert await check_registration(chain, settings, hotkeys["validator"], need_permit=True) == 0
+    assert await check_registration(chain, settings, hotkeys["miner"]) == 1
+
+
+async def test_on_a_real_network_the_start_check_names_the_btcli_command(subnet, tmp_path):
+    chain, hotkeys = subnet
+    settings = role_settings("finney", wallet_path=tmp_path / "wallets")
+
+    with pytest.raises(StartCheckError) as unregistered:
+        await check_registration(chain, settings, hotkeys["stranger"])
+    with pytest.raises(StartCheckError) as no_permit:
+        await check_registration(chain, settings, hotkeys["miner"], need_permit=True)
+
+    assert str(unregistered.value) == (
+        f"hotkey {hotkeys['stranger']} is not registered on netuid 56 of finney; register it with `btcli subnets "
+        f"register --netuid 56 --network finney --wallet owner --wallet-hotkey hk --wallet-path {tmp_path}/wallets`"
+    )
+    assert str(no_permit.value) == (
+        f"hotkey {hotkeys['miner']} (uid 1) has no validator permit on netuid 56 of finney; a permit needs stake in "
+        "the top 64 of the subnet (its max_allowed_validators): add stake with `btcli stake add --netuid 56 --hotkey "
+        f"{hotkeys['miner']} --network finney` and wait for the next epoch"
+    )
+
+
+async def test_on_the_local_network_the_start_check_points_at_localnet(subnet):
+    chain, hotkeys = subnet
+    with pytest.raises(StartCheckError) as unregistered:
+        await check_registration(chain, role_settings("local"), hotkeys["stranger"], need_permit=True)
+    assert str(unregistered.value) == (
+        f"hotkey {hotkeys['stranger']} is not registered on netuid 56 of the local chain; "
+        "`god localnet up` registers the local network's nodes"
+    )
+
+
+async def test_a_chain_that_fails_or_never_answers_stops_the_start_check(subnet, tmp_path):
+    chain, hotkeys = subnet
+    other_netuid = LocalChain(chain.path, netuid=3)
+    with pytest.raises(StartCheckError) as failed:
+        await check_registration(other_netuid, role_settings("ws://10.0.0.1:9944"), hotkeys["miner"])
+    assert str(failed.value).startswith(
+        f"cannot check that hotkey {hotkeys['miner']} is registered on netuid 56 of ws://10.0.0.1:9944: "
+        f"{chain.path} holds the chain of netuid 56, not 3"
+    )
+    assert str(failed.value).endswith(
+        "; check this machine's network access, or choose another endpoint with --network"
+    )
+
+    class SilentChain:
+        netuid = 56
+
+        async def metagraph(self):
+            await asyncio.Event().wait()
+
+    started = time.monotonic()
+    with pytest.raises(StartCheckError) as silent:
+        await check_registration(SilentChain(), role_settings("test"), hotkeys["miner"], timeout_s=0.2)
+    assert time.monotonic() - started < 2
+    assert str(silent.value) == (
+        f"cannot check that hotkey {hotkeys['miner']} is registered on netuid 56 of test: the chain did not answer "
+        "within 0.2s; check this machine's network access, or choose another endpoint with --network"
+    )

@@ -208,6 +208,45 @@ async def test_cli_run_on_a_port_in_use_leaves_the_chain_address_alone(network):
     assert served[hotkey] == "http://10.0.0.9:8091"
 
 
+async def test_cli_training_repo_options_win_over_the_environments_repos(network):
+    port = free_port()
+    env = cli_env(network, hotkey="miner", port=port)
+    env["MINER_TRAINING_REPOS"] = json.dumps({"InstructTextTask": INSTRUCT_REPO, "DpoTask": INSTRUCT_REPO})
+    option = f"InstructTextTask={TOURNAMENT_REPO['github_repo']}@{TOURNAMENT_REPO['commit_hash']}"
+    process = await asyncio.create_subprocess_exec(
+        *CLI, "--training-repo", option, env=env, cwd=REPO_ROOT, stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        hotkey = network["wallets"]["miner"].hotkey.ss58_address
+        async with SignedClient(network["wallets"]["validator"]) as client:
+            for _ in range(200):
+                try:
+                    instruct = await client.get(
+                        f"http://127.0.0.1:{port}/training_repo/InstructTextTask", receiver_hotkey=hotkey
+                    )
+                    break
+                except httpx.ConnectError:
+                    assert process.returncode is None, "the miner exited"
+                    await asyncio.sleep(0.1)
+            dpo = await client.get(f"http://127.0.0.1:{port}/training_repo/DpoTask", receiver_hotkey=hotkey)
+        assert instruct.status_code == 200 and instruct.json() == TOURNAMENT_REPO
+        # The variable's entry for another task type stays.
+        assert dpo.status_code == 200 and dpo.json() == INSTRUCT_REPO
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 30)
+
+
+def test_cli_names_a_bad_training_repo_option(tmp_path):
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    value = "InstructTextTask=https://github.com/me/trainer@main"
+    result = subprocess.run(
+        [*CLI, "--training-repo", value], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr == f"invalid setting --training-repo: the commit must be 7 to 64 hex digits (got {value!r})\n"
+
+
 @pytest.mark.parametrize(
     ("setting", "error"),
     [

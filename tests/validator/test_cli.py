@@ -16,7 +16,7 @@ import pytest
 from core.chain import LocalChain
 from core.wallets import create_wallet
 from tests.validator.conftest import NETUID, Keys, get_task, insert_task
-from validator.db import accounts as accounts_db
+from validator.db import MIGRATIONS_DIR, accounts as accounts_db
 
 CLI = [sys.executable, "-c", "from validator.cli import app; app()"]
 
@@ -65,14 +65,17 @@ async def test_mint_api_key_prints_only_a_working_key(cli_env: dict[str, str], p
 
 
 async def test_migrate_down_and_up_again(cli_env: dict[str, str], pool: asyncpg.Pool) -> None:
-    down = await run_cli(cli_env, "migrate", "--down")
+    labels = sorted(path.name.removesuffix(".up.sql") for path in MIGRATIONS_DIR.glob("*.up.sql"))
+
+    down = await run_cli(cli_env, "migrate", "--down", "--steps", str(len(labels)))
     async with pool.acquire() as conn:
         tables_after_down = await conn.fetchval("SELECT count(*) FROM pg_tables WHERE tablename = 'tasks'")
     up = await run_cli(cli_env, "migrate")
 
-    assert down[:2] == (0, "rolled back: 0001_initial\n"), down[2]
+    assert labels[0] == "0001_initial"
+    assert down[:2] == (0, f"rolled back: {', '.join(reversed(labels))}\n"), down[2]
     assert tables_after_down == 0
-    assert up[:2] == (0, "applied: 0001_initial\n"), up[2]
+    assert up[:2] == (0, f"applied: {', '.join(labels)}\n"), up[2]
     assert (await run_cli(cli_env, "migrate"))[1] == "nothing to apply\n"
 
 
@@ -82,9 +85,9 @@ async def test_run_refuses_a_hotkey_without_a_validator_permit(cli_env: dict[str
     code, stdout, stderr = await run_cli(cli_env, "run")
 
     assert code == 1
-    assert stderr.strip().splitlines()[-1] == (
-        f"error: hotkey {keys.miners[0].hotkey.ss58_address} (uid 2) has no validator permit on netuid {NETUID}; "
-        "add stake to earn one"
+    assert stderr == (
+        f"error: hotkey {keys.miners[0].hotkey.ss58_address} (uid 2) has no validator permit on netuid {NETUID} of "
+        "the local chain; on the local network only the validators `god localnet up` registers have one\n"
     )
 
 
