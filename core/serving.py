@@ -10,6 +10,7 @@ where another process answers, or tasks would be claimed and dropped. So the lis
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import socket
@@ -19,6 +20,10 @@ from typing import Any
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
+
+from core.chain import Chain, ChainError, open_chain
+from core.settings import NodeSettings, StartCheckError, check_registration
+from core.wallets import WalletError, load_wallet
 
 logger = logging.getLogger(__name__)
 
@@ -91,3 +96,25 @@ def serve(
     if not server.started:
         # The app's startup failed (uvicorn has logged why); the status is uvicorn's.
         sys.exit(STARTUP_FAILURE)
+
+
+def join_network(settings: NodeSettings, *, address: str) -> tuple[Chain, str]:
+    """Load the node's wallet, check that its hotkey is registered on the netuid, and announce `address` on chain.
+
+    For miners and trainer hosts, called once their port is bound: announcing an address this process cannot serve
+    would hide the node that does serve it. Blocking. Returns the chain and the hotkey; any problem is a
+    `ServingError` with a one-line message saying what to do.
+    """
+    try:
+        wallet = load_wallet(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path)
+        hotkey_ss58 = wallet.hotkey.ss58_address
+        chain = open_chain(settings)
+
+        async def announce() -> None:
+            await check_registration(chain, settings, hotkey_ss58)
+            await chain.serve(hotkey_ss58, address)
+
+        asyncio.run(announce())
+    except (WalletError, ChainError, StartCheckError) as error:
+        raise ServingError(str(error)) from None
+    return chain, hotkey_ss58

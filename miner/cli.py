@@ -5,7 +5,6 @@ Settings come from `MINER_*` environment variables (see miner/settings.py); the 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import NoReturn
@@ -13,11 +12,9 @@ from typing import NoReturn
 import typer
 from fastapi import FastAPI
 
-from core.chain import ChainError, open_chain
 from core.logging import setup_logging
-from core.serving import ServingError, serve
-from core.settings import NETWORK_HELP, StartCheckError, check_registration, load_settings
-from core.wallets import WalletError, load_wallet
+from core.serving import ServingError, join_network, serve
+from core.settings import NETWORK_HELP, load_settings
 from miner.settings import TRAINING_REPO_OPTION, MinerSettings, parse_training_repos
 
 logger = logging.getLogger(__name__)
@@ -82,20 +79,7 @@ def run(
     setup_logging(settings.log_level, role="miner")
 
     def prepare() -> FastAPI:
-        # Runs once the port is bound: announcing an address this process cannot serve would hide the miner that
-        # does serve it.
-        try:
-            wallet = load_wallet(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path)
-            hotkey_ss58 = wallet.hotkey.ss58_address
-            chain = open_chain(settings)
-
-            async def announce() -> None:
-                await check_registration(chain, settings, hotkey_ss58)
-                await chain.serve(hotkey_ss58, settings.address)
-
-            asyncio.run(announce())
-        except (WalletError, ChainError, StartCheckError) as error:
-            _fail(str(error))
+        chain, hotkey_ss58 = join_network(settings, address=settings.address)
         if not settings.training_repos:
             logger.warning(
                 "no training repos configured: set MINER_TRAINING_REPOS or --training-repo, or validators get 404 "

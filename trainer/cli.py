@@ -5,7 +5,6 @@ Settings come from `TRAINER_*` environment variables (see trainer/settings.py); 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from pathlib import Path
 from typing import NoReturn
@@ -13,11 +12,9 @@ from typing import NoReturn
 import typer
 from fastapi import FastAPI
 
-from core.chain import ChainError, open_chain
 from core.logging import setup_logging
-from core.serving import ServingError, serve
-from core.settings import NETWORK_HELP, StartCheckError, check_registration, load_settings
-from core.wallets import WalletError, load_wallet
+from core.serving import ServingError, join_network, serve
+from core.settings import NETWORK_HELP, load_settings
 from trainer.settings import TrainerSettings
 
 logger = logging.getLogger(__name__)
@@ -65,20 +62,7 @@ def run(
     setup_logging(settings.log_level, role="trainer")
 
     def prepare() -> FastAPI:
-        # Runs once the port is bound: announcing an address this process cannot serve would hide the host that
-        # does serve it.
-        try:
-            wallet = load_wallet(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path)
-            hotkey_ss58 = wallet.hotkey.ss58_address
-            chain = open_chain(settings)
-
-            async def announce() -> None:
-                await check_registration(chain, settings, hotkey_ss58)
-                await chain.serve(hotkey_ss58, settings.address)
-
-            asyncio.run(announce())
-        except (WalletError, ChainError, StartCheckError) as error:
-            _fail(str(error))
+        chain, hotkey_ss58 = join_network(settings, address=settings.address)
         logger.info("trainer host %s serving %s on %s", hotkey_ss58, settings.address, settings.subnet_label)
         return create_app(settings, chain=chain, hotkey_ss58=hotkey_ss58)
 
