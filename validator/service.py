@@ -1,4 +1,5 @@
-"""One validator process: the public API, the task workers and the weight setter, sharing one connection pool.
+"""One validator process: the public API, the task workers, the weight setter and the deposit watcher, sharing one
+connection pool.
 
     app = create_app(settings, database_url=url)      # served by core.serving.serve once the port is bound
 
@@ -12,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -24,8 +26,9 @@ from core.model_store import LocalModelStore
 from core.signed_http import SignedClient
 from core.wallets import load_wallet
 from validator.api import build_api
-from validator.settings import ValidatorSettings, resolve_artifact_secret
-from validator.weights import WeightSetter
+from validator.deposits import DepositWatcher, FixedRate
+from validator.settings import ValidatorSettings, resolve_artifact_secret, resolve_deposit_key
+from validator.weights import WeightSetter, weight_params
 from validator.workers import WorkerContext, WorkerGroup
 
 logger = logging.getLogger(__name__)
@@ -44,6 +47,21 @@ def build_artifact_store(settings: ValidatorSettings) -> LocalArtifactStore:
         secret=resolve_artifact_secret(settings).encode("utf-8"),
         base_url=settings.base_url,
     )
+
+
+def _start_deposit_watcher(
+    settings: ValidatorSettings, pool: Any, chain: Chain
+) -> tuple[DepositWatcher | None, asyncio.Task[None] | None]:
+    if settings.tao_usd_rate is None:
+        logger.warning("VALIDATOR_TAO_USD_RATE is not set: TAO deposits are not credited")
+        return None, None
+    watcher = DepositWatcher(
+        pool=pool,
+        chain=chain,
+        rates=FixedRate(Decimal(str(settings.tao_usd_rate))),
+        interval_seconds=settings.deposit_poll_seconds,
+    )
+    return watcher, asyncio.create_task(watcher.run(), name="validator-deposit-watcher")
 
 
 def create_app(
@@ -65,6 +83,7 @@ def create_app(
     chain = chain if chain is not None else open_chain(settings)
     model_store = build_model_store(settings)
     artifact_store = build_artifact_store(settings)
+    deposit_key = resolve_deposit_key(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,16 +100,19 @@ def create_app(
         )
         app.state.pool = pool
         app.state.context = ctx
+        app.state.deposit_key = deposit_key
         workers: WorkerGroup | None = None
         weight_setter: WeightSetter | None = None
         weights_task: asyncio.Task[None] | None = None
+        deposit_watcher: DepositWatcher | None = None
+        deposits_task: asyncio.Task[None] | None = None
         if run_workers:
             weight_setter = WeightSetter(
                 pool=pool,
                 chain=chain,
                 wallet=wallet,
                 version_key=settings.weights_version_key,
-                window_seconds=settings.weights_window_hours * 3600,
+                params=weight_params(settings),
                 interval_seconds=settings.weights_interval_seconds,
                 block_poll_seconds=settings.poll_interval_seconds,
             )
@@ -98,10 +120,15 @@ def create_app(
             workers = WorkerGroup(ctx)
             workers.start()
             weights_task = asyncio.create_task(weight_setter.run(), name="validator-weight-setter")
+            deposit_watcher, deposits_task = _start_deposit_watcher(settings, pool, chain)
         logger.info("validator %s serving on %s", ctx.hotkey, settings.base_url)
         try:
             yield
         finally:
+            if deposit_watcher is not None and deposits_task is not None:
+                deposit_watcher.stop()
+                await asyncio.wait({deposits_task}, timeout=SHUTDOWN_TIMEOUT_SECONDS)
+                deposits_task.cancel()
             if workers is not None:
                 await workers.stop()
             if weight_setter is not None and weights_task is not None:

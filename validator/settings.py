@@ -11,8 +11,9 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from core.settings import NodeSettings
@@ -20,6 +21,8 @@ from core.settings import NodeSettings
 logger = logging.getLogger(__name__)
 
 ARTIFACT_SECRET_FILE = "artifact_secret"
+DEPOSIT_KEY_FILE = "deposit_encryption_key"
+LOCAL_TAO_USD_RATE = 100.0
 
 
 class TrainerEndpoint(BaseModel):
@@ -35,6 +38,20 @@ class TrainerEndpoint(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError("trainer url must start with http:// or https://")
         return value
+
+
+class WeightsWindow(BaseModel):
+    """Scores of tasks finished within the last `hours` count with `weight`."""
+
+    hours: float = Field(gt=0, allow_inf_nan=False)
+    weight: float = Field(ge=0, allow_inf_nan=False)
+
+
+class PriceBucket(BaseModel):
+    """Text models with at most `max_params_b` billion parameters (None: any larger) cost `usd_per_hour`."""
+
+    max_params_b: float | None = Field(gt=0, allow_inf_nan=False)
+    usd_per_hour: float = Field(gt=0, allow_inf_nan=False)
 
 
 class ValidatorSettings(NodeSettings):
@@ -83,10 +100,71 @@ class ValidatorSettings(NodeSettings):
     eval_max_length: int = Field(default=1024, ge=16)
     eval_timeout_seconds: float = Field(default=4 * 3600, gt=0)
 
-    # Weights
+    # Weights (the formula: validator/weights.py). Windows as JSON: [{"hours": 24, "weight": 0.3}, ...]; None and
+    # an empty task type map mean the formula's defaults (1/3/7 days weighing 0.3/0.3/0.4; the reference's types).
     weights_interval_seconds: float | None = Field(default=None, gt=0)
-    weights_window_hours: float = Field(default=72.0, gt=0)
     weights_version_key: int = Field(default=1, ge=0)
+    weights_windows: list[WeightsWindow] | None = Field(default=None, min_length=1)
+    weights_task_type_weights: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+        default_factory=dict
+    )
+    weights_organic_share: float = Field(default=0.15, ge=0, le=1)
+    weights_tournament_share: float = Field(default=0.525, ge=0, le=1)
+    # The subnet's max weight limit as a share (lowered further by the chain's own limit when the backend reads it).
+    weights_max_weight: float = Field(default=1.0, gt=0, le=1)
+    # The uid that takes what miners are not paid; None: no burn, the remainder is shared among the paid miners.
+    burn_uid: int | None = Field(default=None, ge=0, le=65535)
+
+    # Accounts and billing (docs/api.md). Free tasks (None: only on the local network) charge nothing, so operator-
+    # minted keys work without a deposit; otherwise creating a task charges its price to the account's balance.
+    free_tasks: bool | None = None
+    session_ttl_seconds: float = Field(default=24 * 3600, gt=0)
+    # Encrypts deposit keypairs' secrets at rest: 64 hex characters (32 bytes). None means a random key kept in
+    # {data_dir}/deposit_encryption_key (losing it loses the deposit keys: back it up with the database).
+    deposit_encryption_key: SecretStr | None = None
+    # USD credited per TAO deposited. None: 100 on the local network (a made-up demo rate); elsewhere deposits are
+    # not credited until it is set. TODO(#4): a live price source behind `validator.deposits.RateSource`.
+    tao_usd_rate: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    deposit_poll_seconds: float | None = Field(default=None, gt=0)
+    # Text tasks by the base model's parameter count, as JSON: [{"max_params_b": 1, "usd_per_hour": 10}, ...,
+    # {"max_params_b": null, "usd_per_hour": 50}] (the last bucket takes every larger model).
+    text_price_buckets: list[PriceBucket] = Field(
+        default_factory=lambda: [
+            PriceBucket(max_params_b=1, usd_per_hour=10),
+            PriceBucket(max_params_b=7, usd_per_hour=15),
+            PriceBucket(max_params_b=40, usd_per_hour=25),
+            PriceBucket(max_params_b=None, usd_per_hour=50),
+        ],
+        min_length=1,
+    )
+    image_usd_per_hour: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+
+    @field_validator("text_price_buckets")
+    @classmethod
+    def _check_price_buckets(cls, buckets: list[PriceBucket]) -> list[PriceBucket]:
+        limits = [bucket.max_params_b for bucket in buckets]
+        if limits[-1] is not None or any(limit is None for limit in limits[:-1]):
+            raise ValueError('only the last bucket, and it must, have "max_params_b": null (every larger model)')
+        if limits[:-1] != sorted(limits[:-1]) or len(set(limits[:-1])) != len(limits) - 1:
+            raise ValueError("max_params_b must increase from one bucket to the next")
+        return buckets
+
+    @field_validator("weights_windows")
+    @classmethod
+    def _check_weight_windows(cls, windows: list[WeightsWindow] | None) -> list[WeightsWindow] | None:
+        if windows is not None and not any(window.weight > 0 for window in windows):
+            raise ValueError("at least one window needs a positive weight")
+        return windows
+
+    @field_validator("weights_tournament_share")
+    @classmethod
+    def _check_weight_shares(cls, value: float, info: ValidationInfo) -> float:
+        organic = info.data.get("weights_organic_share")
+        if organic is not None and organic + value > 1 + 1e-9:
+            raise ValueError(
+                f"weights_organic_share + weights_tournament_share must be at most 1, got {organic} + {value}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _network_defaults(self) -> ValidatorSettings:
@@ -97,7 +175,11 @@ class ValidatorSettings(NodeSettings):
             "delay_seconds": 5.0 if local else 900.0,
             "training_grace_seconds": 120.0 if local else 1800.0,
             "weights_interval_seconds": 10.0 if local else 1200.0,
+            "free_tasks": local,
+            "deposit_poll_seconds": 1.0 if local else 12.0,
         }
+        if self.tao_usd_rate is None and local:
+            self.tao_usd_rate = LOCAL_TAO_USD_RATE
         if self.allow_local_datasets is None:
             self.allow_local_datasets = local
         for name, value in defaults.items():
@@ -134,7 +216,29 @@ def resolve_artifact_secret(settings: ValidatorSettings) -> str:
     """
     if settings.artifact_secret is not None and settings.artifact_secret.get_secret_value():
         return settings.artifact_secret.get_secret_value()
-    path = settings.data_dir / ARTIFACT_SECRET_FILE
+    return _secret_in_file(settings.data_dir / ARTIFACT_SECRET_FILE, "VALIDATOR_ARTIFACT_SECRET", "artifact signing")
+
+
+def resolve_deposit_key(settings: ValidatorSettings) -> bytes:
+    """The 32-byte key that encrypts deposit keypairs: the setting, or {data_dir}/deposit_encryption_key (0600)."""
+    if settings.deposit_encryption_key is not None and settings.deposit_encryption_key.get_secret_value():
+        value = settings.deposit_encryption_key.get_secret_value().strip()
+        source = "VALIDATOR_DEPOSIT_ENCRYPTION_KEY"
+    else:
+        path = settings.data_dir / DEPOSIT_KEY_FILE
+        value = _secret_in_file(path, "VALIDATOR_DEPOSIT_ENCRYPTION_KEY", "deposit encryption")
+        source = str(path)
+    try:
+        key = bytes.fromhex(value)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ValueError(f"{source} must hold 64 hex characters (a 32-byte key)")
+    return key
+
+
+def _secret_in_file(path: Path, setting: str, what: str) -> str:
+    """The secret kept in `path`, created there (random, 0600) on first use."""
     if path.exists():
         secret = path.read_text(encoding="utf-8").strip()
         if secret:
@@ -151,8 +255,8 @@ def resolve_artifact_secret(settings: ValidatorSettings) -> str:
             if secret:
                 return secret
             time.sleep(0.02)
-        raise RuntimeError(f"{path} is empty; delete it or set VALIDATOR_ARTIFACT_SECRET") from None
+        raise RuntimeError(f"{path} is empty; delete it or set {setting}") from None
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(secret)
-    logger.info("created the artifact signing secret in %s", path)
+    logger.info("created the %s secret in %s", what, path)
     return secret

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from core.chain.base import Chain, ChainError, Neuron, RateLimited, WeightsRecord
+from core.chain.base import Chain, ChainError, Neuron, RateLimited, Transfer, WeightsRecord
 from core.chain.bittensor_chain import BittensorChain, RetryPolicy
 from core.chain.local import LocalChain
 from core.wallets import WalletError, load_wallet
@@ -48,6 +48,7 @@ __all__ = [
     "Neuron",
     "RateLimited",
     "RetryPolicy",
+    "Transfer",
     "WeightsRecord",
     "open_chain",
 ]

@@ -42,6 +42,17 @@ class WeightsRecord:
     hotkeys: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """A TAO transfer between two accounts. `id` is unique on its chain (on subtensor: block and extrinsic index)."""
+
+    id: str
+    block: int
+    from_ss58: str
+    to_ss58: str
+    amount_tao: float
+
+
 @runtime_checkable
 class Chain(Protocol):
     netuid: int
@@ -69,3 +80,7 @@ class Chain(Protocol):
         ...
 
     async def latest_weights(self, validator_hotkey: str) -> WeightsRecord | None: ...
+
+    async def transfers_to(self, addresses: list[str], since_block: int) -> list[Transfer]:
+        """TAO transfers to any of `addresses` in blocks >= `since_block`, oldest first (deposits to the validator)."""
+        ...

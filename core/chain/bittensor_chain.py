@@ -36,9 +36,12 @@ from bittensor.intents.weights import SetWeights
 from bittensor.settings import resolve_endpoint
 from websockets.exceptions import WebSocketException
 
-from core.chain.base import ChainError, Neuron, RateLimited, WeightsRecord
+from core.chain.base import ChainError, Neuron, RateLimited, Transfer, WeightsRecord
 
 logger = logging.getLogger(__name__)
+
+# Weights and the max weight limit are u16 fractions on chain.
+U16_MAX = 65535
 
 T = TypeVar("T")
 
@@ -266,6 +269,16 @@ class BittensorChain:
             "read the weights rate limit", lambda client: client.hyperparameters.weights_rate_limit(self.netuid)
         )
 
+    async def max_weight_limit(self) -> float:
+        """The largest share one uid may get: the subnet's MaxWeightsLimit hyperparameter over u16's maximum."""
+
+        async def read(client: bt.Client) -> float:
+            snapshot = await client.at()
+            raw = await snapshot.query(storage.MaxWeightsLimit, [self.netuid])
+            return float(raw) / U16_MAX if raw else 1.0
+
+        return await self._call("read the max weight limit", read)
+
     async def last_weights_block(self, hotkey_ss58: str) -> int | None:
         async def read(client: bt.Client) -> int | None:
             snapshot = await client.at()
@@ -357,6 +370,13 @@ class BittensorChain:
             )
 
         return await self._call("read the latest weights", read)
+
+    async def transfers_to(self, addresses: list[str], since_block: int) -> list[Transfer]:
+        # TODO(#4)/(#5): read Balances.Transfer events block by block (or from an indexer) once a subtensor node is
+        # available to test against; until then deposits are credited only on the local network.
+        raise ChainError(
+            f"reading TAO transfers is not implemented for network {self.network!r} yet; deposits cannot be credited"
+        )
 
     # -- internals --
 

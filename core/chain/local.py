@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from bittensor.sp_core import decode_ss58, verify
 
-from core.chain.base import ChainError, Neuron, RateLimited, WeightsRecord
+from core.chain.base import ChainError, Neuron, RateLimited, Transfer, WeightsRecord
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,13 @@ class LocalChain:
 
     @classmethod
     def create(
-        cls, path: Path, *, netuid: int, block_time_seconds: float = 1.0, weights_rate_limit: int = 10
+        cls,
+        path: Path,
+        *,
+        netuid: int,
+        block_time_seconds: float = 1.0,
+        weights_rate_limit: int = 10,
+        max_weight_limit: float = 1.0,
     ) -> LocalChain:
         """Create the chain file, or keep an existing one of the same netuid (idempotent)."""
         path = Path(path)
@@ -95,6 +101,8 @@ class LocalChain:
             raise ChainError(f"block_time_seconds must be positive, got {block_time_seconds}")
         if weights_rate_limit < 0:
             raise ChainError(f"weights_rate_limit must be >= 0, got {weights_rate_limit}")
+        if not 0 < max_weight_limit <= 1:
+            raise ChainError(f"max_weight_limit must be in (0, 1], got {max_weight_limit}")
         path.parent.mkdir(parents=True, exist_ok=True)
         with _exclusive(path):
             if path.exists():
@@ -110,6 +118,7 @@ class LocalChain:
                 "genesis_time": time.time(),
                 "block_time_seconds": float(block_time_seconds),
                 "weights_rate_limit": int(weights_rate_limit),
+                "max_weight_limit": float(max_weight_limit),
                 "neurons": [],
                 "weights": [],
                 "last_update": {},
@@ -145,6 +154,39 @@ class LocalChain:
 
         return await asyncio.to_thread(self._update, change)
 
+    async def replace_neuron(
+        self, uid: int, hotkey_ss58: str, coldkey_ss58: str, *, stake: float = 0.0, validator_permit: bool = False
+    ) -> Neuron:
+        """Deregister the hotkey at `uid` and register `hotkey_ss58` in its place, as the chain does when a new
+        registration prunes a uid. The new neuron serves nothing yet; the old hotkey is no longer registered."""
+        _check_ss58(hotkey_ss58, "hotkey")
+        _check_ss58(coldkey_ss58, "coldkey")
+        if not math.isfinite(stake) or stake < 0:
+            raise ChainError(f"stake must be a finite non-negative number, got {stake}")
+
+        def change(state: dict[str, Any]) -> Neuron:
+            if any(entry["hotkey"] == hotkey_ss58 for entry in state["neurons"]):
+                raise ChainError(f"hotkey {hotkey_ss58} is already registered on netuid {self.netuid}")
+            for entry in state["neurons"]:
+                if entry["uid"] == uid:
+                    old_hotkey = entry["hotkey"]
+                    entry.update(
+                        hotkey=hotkey_ss58,
+                        coldkey=coldkey_ss58,
+                        stake=float(stake),
+                        validator_permit=bool(validator_permit),
+                        address=None,
+                    )
+                    # The uid's rate-limit clock belongs to the old registration.
+                    state["last_update"].pop(old_hotkey, None)
+                    logger.info(
+                        "uid %d on netuid %d: deregistered %s, registered %s", uid, self.netuid, old_hotkey, hotkey_ss58
+                    )
+                    return Neuron(**entry)
+            raise ChainError(f"uid {uid} is not registered on netuid {self.netuid}")
+
+        return await asyncio.to_thread(self._update, change)
+
     # -- the Chain protocol --
 
     async def current_block(self) -> int:
@@ -171,6 +213,13 @@ class LocalChain:
 
     async def last_weights_block(self, hotkey_ss58: str) -> int | None:
         return (await asyncio.to_thread(self._read))["last_update"].get(hotkey_ss58)
+
+    async def max_weight_limit(self) -> float:
+        """The largest share one uid may get (the subnet's max weight limit / 65535); not part of `Chain`.
+
+        The local chain does not enforce it: it is read by the weight setter, as the SDK reads the hyperparameter.
+        """
+        return float((await asyncio.to_thread(self._read)).get("max_weight_limit", 1.0))
 
     async def set_weights(
         self, *, wallet: object, uids: list[int], weights: list[float], version_key: int
@@ -200,6 +249,41 @@ class LocalChain:
             if record["validator_hotkey"] == validator_hotkey:
                 return WeightsRecord(**record)
         return None
+
+    async def transfer(self, from_coldkey: str, to_ss58: str, amount_tao: float) -> Transfer:
+        """Record a TAO transfer (`god localnet fund`). The local chain keeps no balances: any coldkey can send."""
+        _check_ss58(from_coldkey, "sender coldkey")
+        _check_ss58(to_ss58, "destination")
+        if isinstance(amount_tao, bool) or not math.isfinite(amount_tao) or amount_tao <= 0:
+            raise ChainError(f"a transfer needs a positive, finite amount of TAO, got {amount_tao}")
+
+        def change(state: dict[str, Any]) -> Transfer:
+            transfers = state.setdefault("transfers", [])
+            block = self._block_of(state)
+            # Block and position in the chain's history, like subtensor's block-extrinsic ids: unique per chain.
+            record = Transfer(
+                id=f"{block}-{len(transfers)}",
+                block=block,
+                from_ss58=from_coldkey,
+                to_ss58=to_ss58,
+                amount_tao=float(amount_tao),
+            )
+            transfers.append(asdict(record))
+            logger.info(
+                "transfer %s: %s TAO from %s to %s at block %d", record.id, amount_tao, from_coldkey, to_ss58, block
+            )
+            return record
+
+        return await asyncio.to_thread(self._update, change)
+
+    async def transfers_to(self, addresses: list[str], since_block: int) -> list[Transfer]:
+        wanted = set(addresses)
+        state = await asyncio.to_thread(self._read)
+        return [
+            Transfer(**entry)
+            for entry in state.get("transfers", [])
+            if entry["to_ss58"] in wanted and entry["block"] >= since_block
+        ]
 
     # -- internals (run in worker threads) --
 

@@ -169,6 +169,40 @@ def up(data_dir: Path = DATA_DIR_OPTION, model: str = MODEL_OPTION) -> None:
         logging.getLogger(__name__).info("local network stopped")
 
 
+# The local chain keeps no balances; transfers come from the well-known development account, as on a subtensor
+# localnet where //Alice holds the genesis funds.
+FAUCET_URI = "//Alice"
+
+
+@app.command("fund")
+def fund(
+    address: str = typer.Argument(..., help="The ss58 address to send TAO to (an account's deposit address)."),
+    tao: float = typer.Argument(..., help="How much TAO to send."),
+    data_dir: Path = DATA_DIR_OPTION,
+) -> None:
+    """Send TAO to an address on the running local network's chain; the validator credits deposits it sees."""
+    import asyncio
+
+    from bittensor.sp_core import Keypair
+
+    from core.chain import ChainError
+    from core.chain.local import LocalChain
+    from god.localnet.network import NETUID
+
+    setup_logging("WARNING", role="localnet")
+    chain_path = data_dir / "chain.json"
+    if not chain_path.exists():
+        stderr.print(f"[red]no local network in {data_dir}: start one with `god localnet up`[/red]")
+        raise typer.Exit(1)
+    faucet = Keypair.create_from_uri(FAUCET_URI).ss58_address
+    try:
+        transfer = asyncio.run(LocalChain(chain_path, NETUID).transfer(faucet, address, tao))
+    except ChainError as error:
+        stderr.print(f"[red]{error}[/red]")
+        raise typer.Exit(1) from error
+    print(json.dumps({"transfer_id": transfer.id, "block": transfer.block, "to": address, "amount_tao": tao}))
+
+
 @app.command("mint-api-key")
 def mint_api_key(
     data_dir: Path = DATA_DIR_OPTION,

@@ -86,6 +86,13 @@ async def test_metagraph_and_reads(fake, wallets):
     assert fake.connects == 1, "one connection serves every call"
 
 
+async def test_max_weight_limit_is_the_hyperparameter_as_a_fraction(fake):
+    chain = chain_on(fake)
+    assert await chain.max_weight_limit() == 1.0
+    fake.extra_storage = {("SubtensorModule", "MaxWeightsLimit"): {(NETUID,): 6553}}
+    assert await chain.max_weight_limit() == pytest.approx(0.1, abs=1e-4)
+
+
 async def test_metagraph_of_missing_subnet(fake):
     chain = BittensorChain(ENDPOINT, NETUID + 1, substrate=fake, retry=FAST)
     with pytest.raises(ChainError, match=f"netuid {NETUID + 1} does not exist on {ENDPOINT}"):

@@ -175,3 +175,25 @@ async def test_open_chain(tmp_path):
     started = time.monotonic()
     assert await chain.current_block() >= 0
     assert time.monotonic() - started < 1
+
+
+async def test_replace_neuron_recycles_a_uid_for_a_new_hotkey(chain):
+    await chain.serve(key("Miner1").ss58_address, "http://127.0.0.1:8091")
+
+    replaced = await chain.replace_neuron(1, key("Miner3").ss58_address, COLD, stake=2.0)
+
+    assert replaced.uid == 1 and replaced.hotkey == key("Miner3").ss58_address and replaced.address is None
+    assert [(n.uid, n.hotkey) for n in await chain.metagraph()] == [
+        (0, key("Validator").ss58_address),
+        (1, key("Miner3").ss58_address),
+        (2, key("Miner2").ss58_address),
+    ]
+    with pytest.raises(ChainError, match="not registered"):
+        await chain.serve(key("Miner1").ss58_address, "http://127.0.0.1:8092")
+    with pytest.raises(ChainError, match="already registered"):
+        await chain.replace_neuron(2, key("Miner3").ss58_address, COLD)
+    with pytest.raises(ChainError, match="uid 9 is not registered"):
+        await chain.replace_neuron(9, key("Miner4").ss58_address, COLD)
+    # The old hotkey may register again; it gets a fresh uid.
+    assert (await chain.register(key("Miner1").ss58_address, COLD)).uid == 3
+    assert await chain.max_weight_limit() == 1.0

@@ -12,7 +12,7 @@ from starlette.types import Scope
 from core.artifact_store import LocalArtifactStore, artifact_router
 from validator.api.errors import install_error_handlers
 from validator.api.middleware import DEFAULT_MAX_REQUEST_BYTES, BodySizeLimitMiddleware, UnexpectedErrorMiddleware
-from validator.api.routes import health, tasks
+from validator.api.routes import accounts, auditing, health, prices, tasks
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[Any]]
 
@@ -38,6 +38,9 @@ def build_api(
     app.add_middleware(BodySizeLimitMiddleware, limit=max_request_bytes or _configured_body_limit)
     app.add_middleware(UnexpectedErrorMiddleware)
     app.include_router(health.router)
+    app.include_router(accounts.router)
+    app.include_router(prices.router)
     app.include_router(tasks.router)
+    app.include_router(auditing.router)
     app.include_router(artifact_router(artifact_store))
     return app

@@ -1,4 +1,9 @@
-"""Request dependencies: a database connection and the calling account."""
+"""Request dependencies: a database connection and the calling account.
+
+Two credentials identify an account: API keys (long-lived, for the training endpoints) and session tokens (from
+`POST /auth-with-fingerprint`, expiring). Training endpoints take only API keys; `POST /api-key-create` takes only a
+session (a leaked API key cannot mint more keys); the other account endpoints take either.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +21,7 @@ from validator.db import accounts as accounts_db
 api_key_header = APIKeyHeader(
     name="Authorization",
     auto_error=False,
-    description="`Bearer <api key>` (a raw key is accepted too)",
+    description="`Bearer <api key or session token>` (a raw value is accepted too)",
 )
 
 
@@ -51,3 +56,33 @@ async def current_account(conn: DbConn, authorization: Annotated[str | None, Sec
 
 
 AccountId = Annotated[UUID, Depends(current_account)]
+
+
+async def session_account(conn: DbConn, authorization: Annotated[str | None, Security(api_key_header)] = None) -> UUID:
+    token = api_key_from_header(authorization)
+    if token is None:
+        raise ApiError(
+            401, "missing session token: send 'Authorization: Bearer <session token>' from /auth-with-fingerprint"
+        )
+    account_id = await accounts_db.get_account_for_session(conn, token=token)
+    if account_id is None:
+        raise ApiError(401, "invalid or expired session token: get a new one from POST /auth-with-fingerprint")
+    return account_id
+
+
+async def session_or_key_account(
+    conn: DbConn, authorization: Annotated[str | None, Security(api_key_header)] = None
+) -> UUID:
+    token = api_key_from_header(authorization)
+    if token is None:
+        raise ApiError(401, "missing credentials: send 'Authorization: Bearer <session token or API key>'")
+    account_id = await accounts_db.get_account_for_session(conn, token=token)
+    if account_id is None:
+        account_id = await accounts_db.get_account_for_key(conn, key_hash=accounts_db.hash_api_key(token))
+    if account_id is None:
+        raise ApiError(401, "invalid or expired session token or API key")
+    return account_id
+
+
+SessionAccountId = Annotated[UUID, Depends(session_account)]
+SessionOrKeyAccountId = Annotated[UUID, Depends(session_or_key_account)]

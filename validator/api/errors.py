@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 CODES_BY_STATUS = {
     400: "bad_request",
     401: "unauthorized",
+    402: "insufficient_balance",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",

@@ -15,6 +15,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -22,7 +23,7 @@ import asyncpg
 
 from core.logging import log_context
 from core.tasks import TaskStatus
-from validator.db import tasks as tasks_db
+from validator.db import ledger as ledger_db, tasks as tasks_db
 from validator.db.tasks import LeaseLost, TaskRow
 from validator.workers.context import WorkerContext
 
@@ -70,10 +71,29 @@ async def transition(
         task = await tasks_db.set_status(
             conn, task_id=task_id, lease_owner=lease_owner, status=status, message=message, error=error, release=release
         )
+        refunded = await _refund_if_unstarted(conn, task) if status is TaskStatus.FAILURE else None
     logger.info("task %s is now %s: %s", task_id, status, message)
+    if refunded is not None:
+        logger.info("task %s refunded $%s to account %s", task_id, refunded, task.account_id)
     if status is TaskStatus.SUCCESS:
         ctx.on_task_success()
     return task
+
+
+async def _refund_if_unstarted(conn: asyncpg.Connection, task: TaskRow) -> Decimal | None:
+    """Refund a task that failed before its training started (docs/api.md, "Refunds"), in the transaction that marks
+    it failed; the ledger allows one refund per task, so a retried transition cannot refund twice."""
+    if task.termination_at is not None:  # set in the transaction that moved it to training
+        return None
+    amount = await ledger_db.refund_task(conn, task_id=task.task_id)
+    if amount is not None:
+        await tasks_db.add_event(
+            conn,
+            task_id=task.task_id,
+            status=TaskStatus.FAILURE,
+            message=f"refunded ${amount:.2f}: training never started",
+        )
+    return amount
 
 
 async def fail_task(ctx: WorkerContext, task_id: UUID, lease_owner: str, reason: str) -> TaskRow:
