@@ -14,6 +14,7 @@ through its environment variables. The network's directory holds everything:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -130,17 +131,8 @@ class LocalNetwork:
         chain = LocalChain.create(self.chain_path, netuid=NETUID, block_time_seconds=1.0, weights_rate_limit=5)
         validator_wallet = create_wallet("validator", "default", self.wallet_path)
         trainer_wallet = create_wallet("trainer-1", "default", self.wallet_path)
-        chain_register = _sync(chain)
-        chain_register.register(
-            validator_wallet.hotkey.ss58_address, validator_wallet.coldkeypub.ss58_address, stake=1000.0,
-            validator_permit=True,
-        )  # fmt: skip
-        chain_register.register(
-            trainer_wallet.hotkey.ss58_address,
-            trainer_wallet.coldkeypub.ss58_address,
-            stake=0.0,
-            validator_permit=False,
-        )
+        for wallet, stake, permit in ((validator_wallet, 1000.0, True), (trainer_wallet, 0.0, False)):
+            _register(chain, wallet.hotkey.ss58_address, wallet.coldkeypub.ss58_address, stake=stake, permit=permit)
 
         self.database_url = database_url_from(None, data_dir=self.root)
 
@@ -156,9 +148,7 @@ class LocalNetwork:
 
         for spec in self.miners:
             wallet = create_wallet(spec.name, "default", self.wallet_path)
-            chain_register.register(
-                wallet.hotkey.ss58_address, wallet.coldkeypub.ss58_address, stake=10.0, validator_permit=False
-            )
+            _register(chain, wallet.hotkey.ss58_address, wallet.coldkeypub.ss58_address, stake=10.0, permit=False)
             url, commit = assets.make_training_repo(
                 self.root / "repos" / spec.name, training_config=spec.training_config, extra_files=spec.extra_files
             )
@@ -322,22 +312,13 @@ def _base_env() -> dict[str, str]:
     return env
 
 
-class _sync:
-    """Run a LocalChain's async registration from synchronous set-up code."""
-
-    def __init__(self, chain: LocalChain) -> None:
-        self._chain = chain
-
-    def register(self, hotkey: str, coldkey: str, *, stake: float, validator_permit: bool) -> None:
-        import asyncio
-
-        asyncio.run(self._chain.register(hotkey, coldkey, stake=stake, validator_permit=validator_permit))
+def _register(chain: LocalChain, hotkey: str, coldkey: str, *, stake: float, permit: bool) -> None:
+    """Register a node from the synchronous set-up code."""
+    asyncio.run(chain.register(hotkey, coldkey, stake=stake, validator_permit=permit))
 
 
 def mint_key_for_running_network(root: Path, account: str) -> str:
     """Mint an API key in the database of the local network at `root`, which must be running."""
-    import asyncio
-
     from core.db import create_pool
     from validator.db.accounts import mint_api_key
 
