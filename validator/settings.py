@@ -64,6 +64,10 @@ class ValidatorSettings(NodeSettings):
     public_url: str | None = None
     # Larger request bodies are refused with 413 before they are read (task requests are a few hundred bytes).
     max_request_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Requests a minute per credential (per client address without one), in bursts of up to `rate_limit_burst`;
+    # 0 turns the limit off. None: 600 a minute, except off on the local network (demos, tests and benchmarks).
+    rate_limit_per_minute: int | None = Field(default=None, ge=0)
+    rate_limit_burst: int = Field(default=60, ge=1)
 
     # Storage. None means embedded PostgreSQL in {data_dir}/postgres.
     database_url: SecretStr | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL", "database_url"))
@@ -177,6 +181,7 @@ class ValidatorSettings(NodeSettings):
             "weights_interval_seconds": 10.0 if local else 1200.0,
             "free_tasks": local,
             "deposit_poll_seconds": 1.0 if local else 12.0,
+            "rate_limit_per_minute": 0 if local else 600,
         }
         if self.tao_usd_rate is None and local:
             self.tao_usd_rate = LOCAL_TAO_USD_RATE

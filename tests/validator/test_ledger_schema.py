@@ -29,8 +29,8 @@ async def test_the_balance_cannot_go_negative_even_by_hand(pool: asyncpg.Pool) -
         assert await ledger_db.list_entries(conn, account_id=account.account_id) == []
 
 
-async def test_migration_0003_rolls_back_and_forward(pool: asyncpg.Pool) -> None:
-    rolled_back = await rollback_migrations(pool, MIGRATIONS_DIR, steps=1)
+async def test_migrations_0003_and_0004_roll_back_and_forward(pool: asyncpg.Pool) -> None:
+    rolled_back = await rollback_migrations(pool, MIGRATIONS_DIR, steps=2)
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT to_regclass('ledger_entries')") is None
         columns = {
@@ -40,8 +40,16 @@ async def test_migration_0003_rolls_back_and_forward(pool: asyncpg.Pool) -> None
             )
         }
     assert columns == {"account_id", "name", "created_at"}
+    async with pool.acquire() as conn:
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM information_schema.columns "
+                "WHERE table_name = 'tasks' AND column_name = 'deleted_at'"
+            )
+            == 0
+        )
 
-    assert await apply_migrations(pool, MIGRATIONS_DIR) == rolled_back
-    assert len(rolled_back) == 1 and "0003" in rolled_back[0]
+    assert await apply_migrations(pool, MIGRATIONS_DIR) == rolled_back[::-1]  # rolled back newest first
+    assert len(rolled_back) == 2 and {label[:4] for label in rolled_back} == {"0003", "0004"}
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT to_regclass('ledger_entries')") is not None

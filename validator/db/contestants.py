@@ -225,3 +225,13 @@ async def set_score(
         is_valid,
         invalid_reason,
     )
+
+
+async def count_jobs_training(conn: asyncpg.Connection) -> int:
+    """Training jobs dispatched and not finished, of tasks still running (a deleted task's jobs no longer count)."""
+    return await conn.fetchval(
+        """
+        SELECT count(*) FROM contestants AS c JOIN tasks AS t ON t.task_id = c.task_id
+        WHERE c.status IN ('dispatching', 'training') AND t.status NOT IN ('success', 'failure')
+        """
+    )

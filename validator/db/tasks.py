@@ -54,6 +54,8 @@ class TaskRow:
     attempts: int
     times_delayed: int
     next_attempt_at: datetime | None
+    # When the customer deleted the task (hidden from the account's routes from then on); None while it is not.
+    deleted_at: datetime | None = None
 
     @classmethod
     def from_record(cls, record: asyncpg.Record) -> TaskRow:
@@ -125,8 +127,10 @@ async def get_task(conn: asyncpg.Connection, *, task_id: UUID) -> TaskRow | None
 
 
 async def get_account_task(conn: asyncpg.Connection, *, task_id: UUID, account_id: UUID) -> TaskRow | None:
-    """The task if it belongs to the account (another account's task reads as missing)."""
-    record = await conn.fetchrow("SELECT * FROM tasks WHERE task_id = $1 AND account_id = $2", task_id, account_id)
+    """The task if it belongs to the account and is not deleted (another account's task reads as missing)."""
+    record = await conn.fetchrow(
+        "SELECT * FROM tasks WHERE task_id = $1 AND account_id = $2 AND deleted_at IS NULL", task_id, account_id
+    )
     return TaskRow.from_record(record) if record is not None else None
 
 
@@ -148,6 +152,7 @@ WITH candidate AS (
     SELECT task_id, lease_owner AS previous_owner
     FROM tasks
     WHERE status = ANY($1::text[])
+      AND deleted_at IS NULL
       AND (lease_until IS NULL OR lease_until < now())
       AND (next_attempt_at IS NULL OR next_attempt_at <= now())
     ORDER BY COALESCE(next_attempt_at, created_at), created_at
@@ -354,3 +359,110 @@ async def save_results(
         base_test_loss,
         trained_model_repository,
     )
+
+
+# -- the customer's view: own tasks, paged, and deleting one (docs/api.md, "Monitoring") --
+
+
+async def list_account_tasks(conn: asyncpg.Connection, *, account_id: UUID, limit: int, offset: int) -> list[TaskRow]:
+    """The account's tasks that are not deleted, newest first."""
+    records = await conn.fetch(
+        """
+        SELECT * FROM tasks WHERE account_id = $1 AND deleted_at IS NULL
+        ORDER BY created_at DESC, task_id DESC LIMIT $2 OFFSET $3
+        """,
+        account_id,
+        limit,
+        offset,
+    )
+    return [TaskRow.from_record(record) for record in records]
+
+
+def _like_pattern(text: str) -> str:
+    """A LIKE pattern matching `text` anywhere, its own % and _ taken literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+async def list_completed_account_tasks(
+    conn: asyncpg.Connection,
+    *,
+    account_id: UUID,
+    limit: int,
+    offset: int,
+    hours: float | None = None,
+    task_type: str | None = None,
+    model_name: str | None = None,
+) -> list[TaskRow]:
+    """The account's successful tasks, latest finished first: finished in the last `hours`, of `task_type`, and whose
+    base model or result model name contains `model_name` (case-insensitive), each filter when given."""
+    records = await conn.fetch(
+        """
+        SELECT * FROM tasks
+        WHERE account_id = $1 AND deleted_at IS NULL AND status = 'success'
+          AND ($4::double precision IS NULL OR finished_at >= now() - make_interval(secs => $4 * 3600))
+          AND ($5::text IS NULL OR task_type = $5)
+          AND ($6::text IS NULL OR model_repo ILIKE $6 OR result_model_name ILIKE $6)
+        ORDER BY finished_at DESC, task_id DESC LIMIT $2 OFFSET $3
+        """,
+        account_id,
+        limit,
+        offset,
+        hours,
+        task_type,
+        _like_pattern(model_name) if model_name else None,
+    )
+    return [TaskRow.from_record(record) for record in records]
+
+
+@dataclass(frozen=True)
+class DeletedTask:
+    task: TaskRow
+    # True when the deletion ended the task (it was not finished); False when a finished task was only hidden.
+    ended: bool
+
+
+DELETED_BEFORE_TRAINING = "deleted by the customer before training started"
+DELETED_AFTER_TRAINING_STARTED = "deleted by the customer after training started (not refunded)"
+
+# An unfinished task ends in failure; clearing the lease fences out a worker still on it (its next write raises
+# LeaseLost), and claim_task skips deleted tasks. termination_at is set in the transaction that starts training.
+_DELETE_TASK = """
+WITH old AS (
+    SELECT task_id, status IN ('success', 'failure') AS finished, termination_at IS NOT NULL AS trained
+    FROM tasks WHERE task_id = $1 AND account_id = $2 AND deleted_at IS NULL
+    FOR UPDATE
+)
+UPDATE tasks AS t
+SET deleted_at = now(), updated_at = now(),
+    status = CASE WHEN old.finished THEN t.status ELSE 'failure' END,
+    error = CASE WHEN old.finished THEN t.error WHEN old.trained THEN $4 ELSE $3 END,
+    finished_at = CASE WHEN old.finished THEN t.finished_at ELSE now() END,
+    lease_owner = CASE WHEN old.finished THEN t.lease_owner END,
+    lease_until = CASE WHEN old.finished THEN t.lease_until END,
+    next_attempt_at = CASE WHEN old.finished THEN t.next_attempt_at END
+FROM old
+WHERE t.task_id = old.task_id
+RETURNING t.*, old.finished AS was_finished
+"""
+
+
+async def delete_account_task(conn: asyncpg.Connection, *, task_id: UUID, account_id: UUID) -> DeletedTask | None:
+    """Delete the account's task: hide it, and end it (status failure) when it is not finished. None when the account
+    has no such task or deleted it already. Run it in one transaction with the refund (docs/api.md)."""
+    record = await conn.fetchrow(
+        _DELETE_TASK, task_id, account_id, DELETED_BEFORE_TRAINING, DELETED_AFTER_TRAINING_STARTED
+    )
+    if record is None:
+        return None
+    task = TaskRow.from_record(record)
+    ended = not record["was_finished"]
+    message = task.error if ended else "deleted by the customer (hidden)"
+    await conn.execute(_INSERT_EVENT, task_id, str(task.status), message)
+    return DeletedTask(task=task, ended=ended)
+
+
+async def count_tasks_by_status(conn: asyncpg.Connection) -> dict[str, int]:
+    """How many tasks are in each status (deleted ones included: they were real work)."""
+    records = await conn.fetch("SELECT status, count(*) AS n FROM tasks GROUP BY status")
+    return {record["status"]: record["n"] for record in records}

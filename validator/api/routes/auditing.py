@@ -101,7 +101,9 @@ def _task_audit(task: AuditTask) -> TaskAudit:
 
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Tasks per page")]
-Offset = Annotated[int, Query(ge=0, description="Tasks to skip (newest first)")]
+# PostgreSQL's OFFSET is a bigint: a larger value is a 422 naming the field, not a 500 from the driver.
+MAX_OFFSET = 2**62
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Tasks to skip (newest first)")]
 
 
 def _page(tasks: list[AuditTask], limit: int, offset: int) -> TaskAuditPage:
