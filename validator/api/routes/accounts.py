@@ -113,7 +113,7 @@ async def auth_with_fingerprint(body: AuthWithFingerprintRequest, request: Reque
 async def api_key_create(account_id: SessionAccountId, conn: DbConn) -> ApiKeyResponse:
     """A long-lived API key for the training endpoints (needs a session token, not an API key)."""
     api_key, created_at = await accounts_db.create_api_key(conn, account_id=account_id)
-    logger.info("API key %s… minted for account %s", api_key[:8], account_id)
+    logger.info("API key minted for account %s", account_id)
     return ApiKeyResponse(account_id=account_id, api_key=api_key, key_prefix=api_key[:8], created_at=created_at)
 
 
