@@ -1,9 +1,7 @@
 """`god localnet demo`: one real fine-tuning task, from the public API to weights on the local chain.
 
-The demo acts as a customer would: it creates the task over HTTP with an API key and polls it. The summary then reads
-the per-submission results from the validator's database and the weights from the chain, because the public
-breakdown endpoint belongs to the accounts issue.
-TODO(#4): read submissions from `GET /v1/tasks/breakdown/{task_id}` once it exists, and drop the database read.
+The demo acts as a customer would: it creates the task over HTTP with an API key, polls it, and reads the
+per-submission results from `GET /v1/tasks/breakdown/{task_id}`. The weights come from the chain.
 """
 
 from __future__ import annotations
@@ -12,9 +10,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
-from uuid import UUID
 
-import asyncpg
 import httpx
 
 from core.chain.local import LocalChain
@@ -92,20 +88,14 @@ def wait_for_task(
     raise DemoError(f"task {task_id} did not finish within {timeout:.0f} s (last status {last_status})")
 
 
-async def _read_results(database_url: str, task_id: str) -> tuple[float | None, list[dict[str, Any]]]:
-    connection = await asyncpg.connect(database_url)
-    try:
-        base_test_loss = await connection.fetchval("SELECT base_test_loss FROM tasks WHERE task_id = $1", UUID(task_id))
-        rows = await connection.fetch(
-            """
-            SELECT hotkey, repo_url, commit_hash, output_repository, test_loss, score, status, error, invalid_reason
-            FROM contestants WHERE task_id = $1 ORDER BY test_loss NULLS LAST, hotkey
-            """,
-            UUID(task_id),
-        )
-    finally:
-        await connection.close()
-    return base_test_loss, [dict(row) for row in rows]
+def get_breakdown(network: LocalNetwork, task_id: str) -> dict[str, Any]:
+    response = httpx.get(
+        f"{network.api_url}/v1/tasks/breakdown/{task_id}",
+        headers={"Authorization": f"Bearer {network.api_key}"},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return dict(response.json())
 
 
 def wait_for_weights(network: LocalNetwork, *, after_block: int, timeout: float = WEIGHTS_TIMEOUT_SECONDS) -> dict:
@@ -123,23 +113,26 @@ def wait_for_weights(network: LocalNetwork, *, after_block: int, timeout: float 
 
 def summarize(network: LocalNetwork, task: dict[str, Any], weights: dict[str, float]) -> dict[str, Any]:
     """The demo's JSON object (documented in docs/localnet.md)."""
-    assert network.database_url is not None
-    base_test_loss, submissions = asyncio.run(_read_results(network.database_url, str(task["id"])))
+    breakdown = get_breakdown(network, str(task["id"]))
+    submissions = sorted(
+        breakdown["submissions"],
+        key=lambda row: (row["test_loss"] is None, row["test_loss"] or 0.0, row["hotkey"]),
+    )
     return {
         "task_id": str(task["id"]),
         "task_type": task.get("task_type", TaskType.INSTRUCT_TEXT.value),
         "status": task["status"],
         "base_model": network.base_model_repo,
-        "base_test_loss": base_test_loss,
+        "base_test_loss": breakdown["base_test_loss"],
         "submissions": [
             {
                 "hotkey": row["hotkey"],
-                "repo": row["repo_url"],
+                "repo": row["repo"],
                 "commit": row["commit_hash"],
-                "trained_model_repository": row["output_repository"],
+                "trained_model_repository": row["trained_model_repository"],
                 "test_loss": row["test_loss"],
                 "score": row["score"],
-                **({"error": row["error"] or row["invalid_reason"]} if row["error"] or row["invalid_reason"] else {}),
+                **({"error": row["error"]} if row["error"] else {}),
             }
             for row in submissions
         ],

@@ -173,6 +173,8 @@ async def test_breakdown_shows_each_submission_of_own_task(
     assert by_hotkey["hotkey-0"] | {"uid": 0} == {
         "hotkey": "hotkey-0",
         "uid": 0,
+        "repo": "https://git.example/r",
+        "commit_hash": "abc",
         "status": "trained",
         "error": None,
         "is_valid": None,

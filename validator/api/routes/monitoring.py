@@ -42,6 +42,8 @@ def _offset(limit: int, page: int) -> int:
 class SubmissionBreakdown(BaseModel):
     hotkey: str = Field(description="The miner's hotkey")
     uid: int | None
+    repo: str = Field(description="The training repo the miner announced for this task")
+    commit_hash: str = Field(description="The commit of that repo that was trained")
     status: str = Field(description="pending, dispatching, training, trained or failed")
     error: str | None = Field(description="Why the submission failed or was found invalid")
     is_valid: bool | None = Field(description="The pre-evaluation verdict on the trained model; null until checked")
@@ -149,6 +151,8 @@ async def read_breakdown(task_id: UUID, account_id: AccountId, conn: DbConn) -> 
             SubmissionBreakdown(
                 hotkey=item.hotkey,
                 uid=item.uid,
+                repo=item.repo_url,
+                commit_hash=item.commit_hash,
                 status=str(item.status),
                 error=item.error or item.invalid_reason,
                 is_valid=item.is_valid,
