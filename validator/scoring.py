@@ -2,10 +2,9 @@
 
 Valid submissions with a finite test loss are ranked by loss, lowest first; ties share the better rank
 ("1224" ranking). Rank r scores 0.5 ** (r - 1), so the winner gets 1 and every later place half the one before.
-Invalid or failed submissions score 0 and keep their reason.
-
-TODO(#3): detect duplicate losses, copies of another submission and outputs that are not a fine-tune of the base;
-remove when preevaluation checks those.
+Invalid or failed submissions score 0 and keep their reason; a NaN or infinite loss is one of them, so it takes no
+rank and leaves every other submission's rank and score as they would be without it. Copies of another submission,
+outputs that are not a fine-tune of the base and no-ops are refused before this (`validator.submission_checks`).
 """
 
 from __future__ import annotations

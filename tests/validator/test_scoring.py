@@ -62,3 +62,15 @@ def test_scores_are_ordered_best_first_and_the_winner_is_deterministic() -> None
     assert winner(scores).hotkey == "y"
     assert winner(compute_scores([SubmissionResult("x", None, False)])) is None
     assert compute_scores([]) == []
+
+
+def test_a_nan_submission_is_invalid_and_leaves_the_others_scores_exactly_as_without_it() -> None:
+    others = [SubmissionResult("a", 1.5, True), SubmissionResult("b", 2.0, True), SubmissionResult("c", 2.0, True)]
+
+    without = compute_scores(others)
+    with_nan = compute_scores([SubmissionResult("nan", math.nan, True), *others])
+
+    assert [score for score in with_nan if score.hotkey != "nan"] == without
+    (nan_score,) = [score for score in with_nan if score.hotkey == "nan"]
+    assert (nan_score.is_valid, nan_score.rank, nan_score.score) == (False, None, 0.0)
+    assert nan_score.invalid_reason == "test loss is not finite"

@@ -9,6 +9,7 @@ from core.tasks import TaskStatus
 from tests.validator.conftest import Network, ready_task, run_until
 from validator.db.contestants import ContestantRow, ContestantStatus
 from validator.evaluation.report import EvaluationReport, SubmissionLoss
+from validator.submission_checks import NO_OP_ADAPTER
 from validator.workers import WorkerContext, evaluation, preevaluation, training
 from validator.workers.evaluation import _last_line, submission_results
 
@@ -58,6 +59,26 @@ def test_each_contestant_gets_its_own_result_or_reason() -> None:
     assert results["broken"].invalid_reason == "weights do not match the base model"
     assert results["killed"].invalid_reason == "evaluation produced no result"
     assert (results["pickled"].is_valid, results["pickled"].invalid_reason) == (False, "pickle")
+
+
+def test_an_adapter_with_exactly_the_base_models_loss_is_a_no_op() -> None:
+    report = EvaluationReport(
+        base=SubmissionLoss(test_loss=3.0, n_tokens=10),
+        submissions={
+            "noop": SubmissionLoss(test_loss=3.0, n_tokens=10, is_adapter=True),
+            "trained": SubmissionLoss(test_loss=2.9, n_tokens=10, is_adapter=True),
+        },
+    )
+
+    results = {
+        result.hotkey: result
+        for result in submission_results(
+            [contestant("noop", is_valid=True), contestant("trained", is_valid=True)], report
+        )
+    }
+
+    assert (results["noop"].is_valid, results["noop"].invalid_reason) == (False, NO_OP_ADAPTER)
+    assert (results["trained"].is_valid, results["trained"].test_loss) == (True, 2.9)
 
 
 def test_the_childs_reason_is_its_last_log_message() -> None:

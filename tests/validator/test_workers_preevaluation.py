@@ -90,3 +90,28 @@ async def test_no_valid_output_fails_the_task_with_every_reason(
     assert task.error.startswith("no valid submission: ")
     assert "CUDA out of memory" in task.error
     assert task.error.count("only pickle weights") == 2
+
+
+async def test_identical_outputs_are_credited_to_the_contestant_that_finished_first(
+    ctx: WorkerContext, network: Network, dataset_file
+) -> None:
+    # Every fake trainer writes the same dummy weights; the last miner finished first.
+    first, second, earliest = (miner.hotkey for miner in network.miners)
+    task_id = await ready_task(ctx, dataset_file)
+    await run_until(ctx, training.STAGE, task_id, {TaskStatus.PREEVALUATION})
+    async with ctx.pool.acquire() as conn:
+        for hotkey, minutes in ((first, 5), (second, 9), (earliest, 1)):
+            await conn.execute(
+                "UPDATE contestants SET finished_at = now() - make_interval(mins => $2) WHERE hotkey = $1",
+                hotkey,
+                60 - minutes,
+            )
+
+    task = await run_until(ctx, preevaluation.STAGE, task_id, {TaskStatus.EVALUATING, TaskStatus.FAILURE})
+
+    assert task.status is TaskStatus.EVALUATING
+    contestants = await contestants_of(ctx.pool, task_id)
+    assert contestants[earliest].is_valid is True
+    for hotkey in (first, second):
+        assert contestants[hotkey].is_valid is False
+        assert contestants[hotkey].invalid_reason == f"copy of {earliest}'s submission"

@@ -26,6 +26,7 @@ from validator.db.tasks import TaskRow
 from validator.evaluation.report import EvaluationReport, EvaluationSpec, evaluation_command
 from validator.evaluation.run import EXIT_EVALUATION_FAILED
 from validator.scoring import SubmissionResult, SubmissionScore, compute_scores, winner
+from validator.submission_checks import NO_OP_ADAPTER
 from validator.workers.context import WorkerContext
 from validator.workers.runner import Stage, fail_task, transition
 
@@ -83,6 +84,9 @@ def submission_results(contestants: list[ContestantRow], report: EvaluationRepor
             results.append(SubmissionResult(contestant.hotkey, None, False, "evaluation produced no result"))
         elif loss.error:
             results.append(SubmissionResult(contestant.hotkey, loss.test_loss, False, loss.error))
+        elif loss.is_adapter and loss.test_loss is not None and loss.test_loss == report.base.test_loss:
+            # Bit-for-bit the base model's loss: the adapter's output is the base model's.
+            results.append(SubmissionResult(contestant.hotkey, loss.test_loss, False, NO_OP_ADAPTER))
         else:
             results.append(SubmissionResult(contestant.hotkey, loss.test_loss, True))
     return results

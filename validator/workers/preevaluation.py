@@ -2,16 +2,16 @@
 
 An output is valid when it is in the model store under the name this validator chose for the contestant and holds
 weights in safetensors form (a LoRA adapter with `adapter_config.json`, or a full model). Pickle-only weights are
-refused: loading a pickle runs code chosen by whoever wrote it.
-
-TODO(#3): check an adapter's base model, that the output is a real fine-tune of the base and not a copy of another
-submission; remove when those checks land here.
+refused: loading a pickle runs code chosen by whoever wrote it. Then `validator.submission_checks` refuses custom
+code, outputs that are not a fine-tune of the task's base model and no-ops, and credits identical weights to the
+contestant that finished first only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 
 from core.logging import log_context
@@ -20,6 +20,13 @@ from core.tasks import TaskStatus
 from validator.db import contestants as contestants_db
 from validator.db.contestants import ContestantRow, ContestantStatus
 from validator.db.tasks import TaskRow
+from validator.submission_checks import (
+    SubmissionCheckError,
+    WeightsEntry,
+    check_submission,
+    copy_reasons,
+    weights_digest,
+)
 from validator.workers.context import WorkerContext
 from validator.workers.runner import Stage, fail_task, transition
 
@@ -42,34 +49,67 @@ def check_output_files(folder: Path) -> str | None:
     return None
 
 
-def check_output(ctx: WorkerContext, contestant: ContestantRow) -> str | None:
-    """Blocking (model store I/O): why the contestant's output is invalid, or None."""
+def check_output(
+    ctx: WorkerContext, contestant: ContestantRow, base_dir: Path | None = None
+) -> tuple[str | None, str | None]:
+    """Blocking (model store I/O): (why the contestant's output is invalid or None, its weights digest or None)."""
     repo = contestant.output_repository
     if not repo:
-        return "the trainer reported no output repository"
+        return "the trainer reported no output repository", None
     if repo.rsplit("/", 1)[-1] != contestant.expected_repo_name:
-        return f"output repository {repo!r} is not named {contestant.expected_repo_name!r} as assigned"
+        return f"output repository {repo!r} is not named {contestant.expected_repo_name!r} as assigned", None
     try:
         if not ctx.model_store.exists(repo):
-            return f"output repository {repo!r} is not in the model store"
+            return f"output repository {repo!r} is not in the model store", None
         folder = ctx.model_store.local_path(repo)
     except StoreError as error:
-        return f"output repository {repo!r} cannot be read: {error}"
-    return check_output_files(folder)
+        return f"output repository {repo!r} cannot be read: {error}", None
+    problem = check_output_files(folder)
+    if problem is None and base_dir is not None:
+        problem = check_submission(folder, base_dir)
+    if problem is not None:
+        return problem, None
+    try:
+        return None, weights_digest(folder)
+    except SubmissionCheckError as error:
+        return str(error), None
+
+
+def _finish_order(contestant: ContestantRow) -> tuple:
+    # Earlier training finish first; a missing time sorts last, the hotkey breaks exact ties deterministically.
+    far = datetime.max.replace(tzinfo=UTC)
+    return (contestant.finished_at or far, contestant.dispatched_at or far, contestant.hotkey)
 
 
 async def preevaluate(ctx: WorkerContext, task: TaskRow, lease_owner: str) -> None:
     async with ctx.pool.acquire() as conn:
         contestants = await contestants_db.list_contestants(conn, task_id=task.task_id)
+    try:
+        base_dir = await asyncio.to_thread(ctx.model_store.local_path, task.model_repo)
+    except StoreError as error:
+        await fail_task(ctx, task.task_id, lease_owner, f"the base model cannot be read for the checks: {error}")
+        return
 
-    valid = 0
+    problems: dict[str, str | None] = {}
+    digests: list[WeightsEntry] = []
     reasons = []
     for contestant in contestants:
         if contestant.status is not ContestantStatus.TRAINED:
             reasons.append(f"{contestant.hotkey}: {contestant.error or 'not trained'}")
             continue
         with log_context(hotkey=contestant.hotkey):
-            problem = await asyncio.to_thread(check_output, ctx, contestant)
+            problem, digest = await asyncio.to_thread(check_output, ctx, contestant, base_dir)
+        problems[contestant.hotkey] = problem
+        if digest is not None:
+            digests.append(WeightsEntry(contestant.hotkey, digest, _finish_order(contestant)))
+    problems.update(copy_reasons(digests))
+
+    valid = 0
+    for contestant in contestants:
+        if contestant.hotkey not in problems:
+            continue
+        problem = problems[contestant.hotkey]
+        with log_context(hotkey=contestant.hotkey):
             async with ctx.pool.acquire() as conn:
                 await contestants_db.set_validity(
                     conn,
