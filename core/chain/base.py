@@ -6,6 +6,7 @@ run in a worker thread. Stake is in TAO, weights are floats that the backend nor
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -84,3 +85,31 @@ class Chain(Protocol):
     async def transfers_to(self, addresses: list[str], since_block: int) -> list[Transfer]:
         """TAO transfers to any of `addresses` in blocks >= `since_block`, oldest first (deposits to the validator)."""
         ...
+
+
+def check_weights(uids: list[int], weights: list[float], version_key: int) -> tuple[list[int], list[float], int]:
+    """The weights as plain ints/floats, or ChainError naming the bad entry. Every backend runs it before sending."""
+    try:
+        uids = [int(uid) for uid in uids]
+        weights = [float(weight) for weight in weights]
+        version_key = int(version_key)
+    except (TypeError, ValueError) as error:
+        raise ChainError(
+            f"set_weights needs integer uids, numeric weights and an integer version_key: {error}"
+        ) from None
+    if not uids:
+        raise ChainError("set_weights needs at least one uid")
+    if len(uids) != len(weights):
+        raise ChainError(f"set_weights got {len(uids)} uids but {len(weights)} weights")
+    if len(set(uids)) != len(uids):
+        raise ChainError(f"set_weights got duplicate uids: {uids}")
+    for uid, weight in zip(uids, weights, strict=True):
+        if not 0 <= uid <= 65535:
+            raise ChainError(f"uid {uid} is out of range (0..65535)")
+        if not math.isfinite(weight) or weight < 0:
+            raise ChainError(f"weight for uid {uid} must be finite and non-negative, got {weight}")
+    if math.fsum(weights) <= 0:
+        raise ChainError("set_weights got only zero weights; at least one must be positive")
+    if not 0 <= version_key < 2**64:
+        raise ChainError(f"version_key must fit in an unsigned 64-bit integer, got {version_key}")
+    return uids, weights, version_key

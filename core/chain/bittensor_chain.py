@@ -36,7 +36,7 @@ from bittensor.intents.weights import SetWeights
 from bittensor.settings import resolve_endpoint
 from websockets.exceptions import WebSocketException
 
-from core.chain.base import ChainError, Neuron, RateLimited, Transfer, WeightsRecord
+from core.chain.base import ChainError, Neuron, RateLimited, Transfer, WeightsRecord, check_weights
 
 logger = logging.getLogger(__name__)
 
@@ -87,34 +87,6 @@ class _WeightsState:
     rate_limit: int
     last_update: int | None
     hotkeys: list[str | None]
-
-
-def _checked_weights(uids: list[int], weights: list[float], version_key: int) -> tuple[list[int], list[float], int]:
-    """The weights as plain ints/floats, or ChainError naming the bad entry; runs before anything is sent."""
-    try:
-        uids = [int(uid) for uid in uids]
-        weights = [float(weight) for weight in weights]
-        version_key = int(version_key)
-    except (TypeError, ValueError) as error:
-        raise ChainError(
-            f"set_weights needs integer uids, numeric weights and an integer version_key: {error}"
-        ) from None
-    if not uids:
-        raise ChainError("set_weights needs at least one uid")
-    if len(uids) != len(weights):
-        raise ChainError(f"set_weights got {len(uids)} uids but {len(weights)} weights")
-    if len(set(uids)) != len(uids):
-        raise ChainError(f"set_weights got duplicate uids: {uids}")
-    for uid, weight in zip(uids, weights, strict=True):
-        if not 0 <= uid <= 65535:
-            raise ChainError(f"uid {uid} is out of range (0..65535)")
-        if not math.isfinite(weight) or weight < 0:
-            raise ChainError(f"weight for uid {uid} must be finite and non-negative, got {weight}")
-    if math.fsum(weights) <= 0:
-        raise ChainError("set_weights got only zero weights; at least one must be positive")
-    if not 0 <= version_key < 2**64:
-        raise ChainError(f"version_key must fit in an unsigned 64-bit integer, got {version_key}")
-    return uids, weights, version_key
 
 
 def _wallet_hotkey(wallet: object) -> str:
@@ -292,7 +264,7 @@ class BittensorChain:
     async def set_weights(
         self, *, wallet: object, uids: list[int], weights: list[float], version_key: int
     ) -> WeightsRecord:
-        uids, weights, version_key = _checked_weights(uids, weights, version_key)
+        uids, weights, version_key = check_weights(uids, weights, version_key)
         hotkey = _wallet_hotkey(wallet)
 
         state = await self._call("read the weights state", lambda client: self._weights_state(client, hotkey, uids))

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from bittensor.sp_core import decode_ss58, verify
 
-from core.chain.base import ChainError, Neuron, RateLimited, Transfer, WeightsRecord
+from core.chain.base import ChainError, Neuron, RateLimited, Transfer, WeightsRecord, check_weights
 
 logger = logging.getLogger(__name__)
 
@@ -228,10 +228,9 @@ class LocalChain:
             hotkey = wallet.hotkey.ss58_address  # type: ignore[attr-defined]
         except Exception as error:
             raise ChainError(f"cannot read the wallet's hotkey: {error}") from error
-        uids = [int(uid) for uid in uids]
-        weights = [float(weight) for weight in weights]
+        uids, weights, version_key = check_weights(uids, weights, version_key)
         payload = weights_payload(
-            netuid=self.netuid, hotkey=hotkey, uids=uids, weights=weights, version_key=int(version_key)
+            netuid=self.netuid, hotkey=hotkey, uids=uids, weights=weights, version_key=version_key
         )
         try:
             signature = bytes(wallet.hotkey.sign(payload))  # type: ignore[attr-defined]
@@ -239,7 +238,7 @@ class LocalChain:
             raise ChainError(f"the wallet cannot sign with hotkey {hotkey}: {error}") from error
 
         def change(state: dict[str, Any]) -> WeightsRecord:
-            return self._apply_weights(state, hotkey, uids, weights, int(version_key), payload, signature)
+            return self._apply_weights(state, hotkey, uids, weights, version_key, payload, signature)
 
         return await asyncio.to_thread(self._update, change)
 
@@ -306,21 +305,12 @@ class LocalChain:
         entry = self._neuron_entry(state, hotkey)
         if not entry["validator_permit"]:
             raise ChainError(f"hotkey {hotkey} (uid {entry['uid']}) has no validator permit on netuid {self.netuid}")
-        if not uids:
-            raise ChainError("set_weights needs at least one uid")
-        if len(uids) != len(weights):
-            raise ChainError(f"set_weights got {len(uids)} uids but {len(weights)} weights")
-        if len(set(uids)) != len(uids):
-            raise ChainError(f"set_weights got duplicate uids: {uids}")
+        # The weights themselves were checked (check_weights) before signing; here, against the chain's state.
         registered = {neuron["uid"]: neuron["hotkey"] for neuron in state["neurons"]}
-        for uid, weight in zip(uids, weights, strict=True):
+        for uid in uids:
             if uid not in registered:
                 raise ChainError(f"uid {uid} is not registered on netuid {self.netuid}")
-            if not math.isfinite(weight) or weight < 0:
-                raise ChainError(f"weight for uid {uid} must be finite and non-negative, got {weight}")
         total = math.fsum(weights)
-        if total <= 0:
-            raise ChainError("set_weights got only zero weights; at least one must be positive")
 
         block = self._block_of(state)
         limit = int(state["weights_rate_limit"])
